@@ -1,0 +1,5 @@
+"""`python -m ablate` is the `ablate` command."""
+
+from ablate.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""Frozen configuration of one training run: data, model and training settings.
+
+These pydantic models are both the fixed settings of a study file (validated at the edge) and
+the frozen configs that builders take. One dotted name per setting everywhere: the field
+`skip` of `ModelConfig` is `model.skip` in the study file, in Optuna and in MLflow.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DatasetName = Literal["mnist-embedded", "mnist", "fashion-mnist"]
+DATASETS: tuple[str, ...] = ("mnist-embedded", "mnist", "fashion-mnist")
+
+
+class Frozen(BaseModel):
+    """Base for configs: immutable, hashable, and refusing unknown keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NoiseConfig(Frozen):
+    """Additive noise on the inputs: `x + factor * N(0, 1)`, clipped to [0, 1]."""
+
+    kind: Literal["gaussian"] = "gaussian"
+    factor: float = Field(0.5, ge=0.0, le=10.0, description="standard deviation of the noise")
+
+
+class DataConfig(Frozen):
+    """Which images, how many, and how they are split and corrupted.
+
+    `train_size` None means every image left for training after the validation and test splits.
+    `path` is a local `mnist.npz`-style file or a folder of IDX files (only for `mnist` and
+    `fashion-mnist`); without it the Keras loader and its cache are used.
+    """
+
+    dataset: DatasetName = "mnist-embedded"
+    path: str | None = None
+    train_size: int | None = Field(None, ge=1)
+    val_size: int = Field(1000, ge=1)
+    test_size: int = Field(1000, ge=0)
+    split_seed: int = Field(0, ge=0, description="seed of the split and of the validation noise")
+    noise: NoiseConfig = NoiseConfig()
+
+
+class ModelConfig(Frozen):
+    """The U-Net-style denoising autoencoder of the slides.
+
+    Encoder: `depth` stages of Conv2D(filters * 2**i) + MaxPooling; bottleneck Conv2D(filters *
+    2**depth); decoder: per stage Conv2D + upsampling, merged with the encoder map of the same
+    size by `skip` (none / concat / add); a sigmoid Conv2D(1) output.
+    `residual_blocks` > 0 replaces each stage's convolution by that many residual blocks (two
+    convolutions and an identity shortcut, a 1x1 projection where the channel counts differ).
+    """
+
+    family: Literal["unet"] = "unet"
+    depth: int = Field(2, ge=1, le=4)
+    filters: int = Field(64, ge=1, le=1024)
+    skip: Literal["none", "concat", "add"] = "concat"
+    residual_blocks: int = Field(0, ge=0, le=8)
+    upsampling: Literal["upsample", "transpose"] = "upsample"
+    kernel_size: int = Field(3, ge=1, le=7)
+    activation: Literal["relu", "gelu", "swish", "elu"] = "relu"
+
+
+class TrainConfig(Frozen):
+    """Optimiser, loss and schedule of one trial."""
+
+    epochs: int = Field(20, ge=1, le=10_000)
+    batch_size: int = Field(128, ge=1, le=65_536)
+    learning_rate: float = Field(1e-3, gt=0.0, le=10.0)
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    loss: Literal["binary_crossentropy", "mse"] = "binary_crossentropy"
+
+
+class RunConfig(Frozen):
+    """Everything one trial needs to rebuild its data, model and training: the unit of work."""
+
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    seed: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _depth_fits_images(self) -> RunConfig:
+        # 28x28 images survive two halvings exactly; deeper U-Nets would need padding.
+        if 28 % (2**self.model.depth):
+            raise ValueError(
+                f"model.depth={self.model.depth} halves 28x28 images to a non-integer size; "
+                "use depth 1 or 2"
+            )
+        return self
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting under its dotted name (`model.skip`, `data.noise.factor`, `seed`)."""
+        return flatten(self.model_dump(mode="json"))
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts into one level of dotted keys."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
