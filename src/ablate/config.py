@@ -70,7 +70,7 @@ class TrainConfig(Frozen):
 
     epochs: int = Field(20, ge=1, le=10_000)
     batch_size: int = Field(128, ge=1, le=65_536)
-    learning_rate: float = Field(1e-3, gt=0.0, le=10.0)
+    learning_rate: float = Field(1e-3, gt=0.0)
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
     loss: Literal["binary_crossentropy", "mse"] = "binary_crossentropy"
 

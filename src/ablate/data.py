@@ -180,13 +180,20 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(count, rows, cols)
 
 
-def download(dataset: str) -> tuple[np.ndarray, np.ndarray]:
-    """Keras' own loader: reads its cache, or downloads once."""
+def download(dataset: str, *, cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Keras' own loader: reads its cache (~/.keras/datasets), or downloads once.
+
+    Args:
+        dataset: `mnist` or `fashion-mnist`.
+        cache: for `mnist`, where the downloaded `mnist.npz` is kept instead of Keras' cache.
+    """
     from keras import datasets
 
-    loader = {"mnist": datasets.mnist, "fashion-mnist": datasets.fashion_mnist}[dataset]
     try:
-        (x_train, _), (x_test, _) = loader.load_data()
+        if dataset == "mnist":
+            (x_train, _), (x_test, _) = datasets.mnist.load_data(**({"path": str(cache)} if cache else {}))
+        else:
+            (x_train, _), (x_test, _) = datasets.fashion_mnist.load_data()
     except Exception as error:  # any network or file failure; the message says what to do
         raise DataUnavailableError(
             f"cannot load {dataset} with keras.datasets (offline?): {error}\n"

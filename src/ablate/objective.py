@@ -87,7 +87,8 @@ def train_trial(
     fixed_noisy = splits.x_val_noisy[: tracking.images]
 
     def picture(name: str) -> None:
-        reconstructed = model.predict(fixed_noisy, verbose=0, batch_size=len(fixed_noisy))
+        # A direct call, not predict(): predict() builds a new tf.function for each new model.
+        reconstructed = keras.ops.convert_to_numpy(model(fixed_noisy, training=False))
         log.log_image(reconstruction_grid(fixed_clean, fixed_noisy, reconstructed), f"reconstructions/{name}.png")
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:

@@ -9,6 +9,7 @@ an override is checked exactly like the file.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import re
@@ -191,6 +192,7 @@ def spec_from_dict(
     """Validate an already parsed study (see `load_spec`)."""
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: a study file must be a mapping of settings, got {type(raw).__name__}")
+    raw = copy.deepcopy(raw)  # profiles and overrides must not change the caller's dict
     where = source
     if profile is not None:
         profiles = raw.get("profiles") or {}
@@ -278,7 +280,7 @@ def format_validation_error(error: ValidationError, where: str) -> str:
             message = f"{message}; received {item['input']!r}"
         elif "input" in item and not isinstance(item["input"], dict) and item["type"] != "missing":
             message = f"{message}; received {item['input']!r}"
-        lines.append(f"  {loc or '(top level)'}: {message}")
+        lines.append(f"  {loc}: {message}" if loc else f"  {message}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,86 @@
+"""Study files: valid ones load, bad ones are refused with the field path and what was expected."""
+
+from __future__ import annotations
+
+import pytest
+
+from ablate.spec import SpecError, cell_key, load_spec, spec_from_dict
+
+from conftest import REPO, tiny_study
+
+
+def refused(raw: dict, **kwargs) -> str:
+    with pytest.raises(SpecError) as info:
+        spec_from_dict(raw, source="study.yaml", **kwargs)
+    return str(info.value)
+
+
+def test_shipped_study_and_profiles_load() -> None:
+    loaded = load_spec(REPO / "studies" / "skip_vs_noskip.yaml", profile="quick")
+    spec = loaded.spec
+    assert spec.name == "skip-vs-noskip-quick"
+    assert spec.model.filters == 16 and spec.data.dataset == "mnist-embedded"
+    assert spec.cells() == [{"model.skip": "none"}, {"model.skip": "concat"}]
+    slides = load_spec(REPO / "studies" / "skip_vs_noskip.yaml", profile="slides").spec
+    assert (slides.data.dataset, slides.model.filters, slides.train.epochs, slides.train.batch_size) == ("mnist", 64, 20, 128)
+
+
+def test_overrides_apply_after_profile_and_are_validated() -> None:
+    spec = spec_from_dict(tiny_study(), overrides=["train.epochs=1", "data.train_size=512", "factors.model.filters=[4, 8]"]).spec
+    assert spec.train.epochs == 1 and spec.data.train_size == 512
+    assert len(spec.cells()) == 4
+    message = refused(tiny_study(), overrides=["train.epochs=0"])
+    assert "train.epochs" in message and "greater than or equal to 1" in message and "--set train.epochs=0" in message
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "expected"),
+    [
+        ({"modle": {}}, "modle", "unknown key"),
+        ({"train": {"epochs": "many"}}, "train.epochs", "valid integer"),
+        ({"factors": {"model.skip": []}}, "factors", "no levels"),
+        ({"train": {"learning_rate": -1}}, "train.learning_rate", "greater than 0"),
+        ({"data": {"dataset": "cifar"}}, "data.dataset", "'mnist-embedded', 'mnist' or 'fashion-mnist'"),
+        ({"factors": {"model.skipp": ["none"]}}, "factors", "not a setting"),
+        ({"factors": {"model.skip": ["none", "sideways"]}}, "factors.model.skip[1]", "'none', 'concat' or 'add'"),
+        ({"factors": {"model.depth": [2, 3]}}, "factors.model.depth[1]", "non-integer size"),
+        ({"repeats": 0}, "repeats", "greater than or equal to 1"),
+        ({"name": "Has Spaces"}, "name", "pattern"),
+    ],
+)
+def test_bad_files_name_the_field(change: dict, path: str, expected: str) -> None:
+    message = refused(tiny_study(**change))
+    assert path in message, message
+    assert expected in message, message
+    assert message.startswith("study.yaml")
+
+
+def test_unknown_profile_lists_known_ones() -> None:
+    raw = tiny_study(profiles={"fast": {"train.epochs": 1}})
+    assert "no profile 'slow'; this file defines: fast" in refused(raw, profile="slow")
+
+
+def test_bad_override_syntax() -> None:
+    assert "expected dotted.name=value" in refused(tiny_study(), overrides=["train.epochs"])
+
+
+def test_missing_file_and_bad_yaml(tmp_path) -> None:
+    with pytest.raises(SpecError, match="no such study file"):
+        load_spec(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(bad)
+
+
+def test_cell_keys_and_run_config() -> None:
+    spec = spec_from_dict(tiny_study(factors={"model.skip": ["none", "add"], "train.learning_rate": [0.001]})).spec
+    cells = spec.cells()
+    assert [cell_key(c) for c in cells] == [
+        "model.skip=none,train.learning_rate=0.001",
+        "model.skip=add,train.learning_rate=0.001",
+    ]
+    run = spec.run_config(cells[1], seed=7)
+    assert run.model.skip == "add" and run.seed == 7
+    assert run.flat()["model.skip"] == "add" and run.flat()["data.noise.factor"] == 0.5
+    assert spec.seeds == [0, 1]
