@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
     ui.set_defaults(handler=_ui)
+    # Further commands register here, each from its own module: add_parser(commands, common, overrides).
+    # (report: ablate.report; submit/worker/status: ablate.service)
     return parser
 
 
