@@ -35,3 +35,144 @@ def test_paired_difference_uses_common_seeds_only() -> None:
 def test_seeds_needed_grows_with_spread() -> None:
     assert seeds_needed(0.01, 0.05) < seeds_needed(0.05, 0.05)
     assert seeds_needed(None, 0.05) is None
+
+
+# ---- effects, tests and corrections -------------------------------------------------------------
+
+import itertools  # noqa: E402
+
+import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from ablate.analysis import (  # noqa: E402
+    Observation,
+    holm,
+    level_estimate,
+    cell_values,
+    paired_t_pvalue,
+    study_effects,
+    t_interval,
+)
+
+
+def test_holm_matches_hand_computed_values() -> None:
+    # sorted: 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, 0.04*1=0.04 -> raised to 0.06 (monotone)
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([0.02]) == pytest.approx([0.02])  # one comparison: unchanged
+    assert holm([]) == []
+
+
+def test_paired_t_pvalue_matches_scipy_and_handles_no_spread() -> None:
+    diffs = np.array([[0.1, 0.2, -0.05, 0.3], [1.0, 1.5, 0.7, 1.2]])
+    expected = [stats.ttest_1samp(row, 0.0).pvalue for row in diffs]
+    assert paired_t_pvalue(diffs) == pytest.approx(expected)
+    assert paired_t_pvalue(np.array([0.25, 0.25, 0.25])) < 1e-12  # every seed agrees on a nonzero change
+    assert paired_t_pvalue(np.zeros(3)) == 1.0
+
+
+def simulated_study(
+    rng: np.random.Generator, *, seeds: int, effects: dict[str, dict[object, float]], noise: float = 0.01
+) -> list[Observation]:
+    """A full grid with a per-seed offset shared by every cell (what pairing removes) plus noise."""
+    factors = {name: list(levels) for name, levels in effects.items()}
+    offsets = rng.normal(0.0, 0.05, size=seeds)  # seed-to-seed spread much larger than the noise
+    observations = []
+    for combo in itertools.product(*factors.values()):
+        params = dict(zip(factors, combo))
+        planted = sum(effects[name][level] for name, level in params.items())
+        for seed in range(seeds):
+            value = 0.12 + offsets[seed] + planted + rng.normal(0.0, noise)
+            observations.append(Observation(params=params, seed=seed, value=float(value)))
+    return observations
+
+
+def test_planted_effect_is_found_and_its_interval_covers_it() -> None:
+    rng = np.random.default_rng(7)
+    planted = {"model.skip": {"none": 0.0, "concat": -0.03}, "model.filters": {8: 0.0, 16: 0.0, 32: 0.0}}
+    observations = simulated_study(rng, seeds=5, effects=planted)
+    effects = study_effects(observations, {k: list(v) for k, v in planted.items()}, direction="minimize")
+    assert [(e.factor, e.level, e.baseline) for e in effects] == [
+        ("model.skip", "concat", "none"), ("model.filters", 16, 8), ("model.filters", 32, 8),
+    ]  # fmt: skip
+    skip = effects[0]
+    low, high = skip.difference.ci95
+    assert low < -0.03 < high and high < 0
+    assert skip.verdict == "better" and skip.p_holm < 0.05 and skip.difference.n == 5
+    assert "lower val_loss than none" in skip.note
+    for null in effects[1:]:
+        assert null.difference.ci95[0] < 0 < null.difference.ci95[1]
+        assert null.verdict == "unclear" and "too few seeds to tell" in null.note
+    # Holm over the three comparisons, applied to the paired t p-values.
+    assert [e.p_holm for e in effects] == pytest.approx(holm([e.p_value for e in effects]))
+    # Pairing matters: the unpaired level intervals overlap heavily, yet the paired one excludes zero.
+    table = cell_values(observations, {k: list(v) for k, v in planted.items()})
+    none = level_estimate(table, {k: list(v) for k, v in planted.items()}, "model.skip", "none")
+    concat = level_estimate(table, {k: list(v) for k, v in planted.items()}, "model.skip", "concat")
+    assert concat.ci95[1] > none.ci95[0]
+
+
+def test_main_effect_averages_over_the_other_factor_per_seed() -> None:
+    factors = {"a": ["x", "y"], "b": [1, 2]}
+    values = {("x", 1): [1.0, 2.0], ("y", 1): [1.5, 2.1], ("x", 2): [3.0, 4.0], ("y", 2): [3.1, 4.3]}
+    observations = [
+        Observation(params={"a": a, "b": b}, seed=seed, value=v)
+        for (a, b), vs in values.items()
+        for seed, v in enumerate(vs)
+    ]
+    effect = study_effects(observations, factors)[0]
+    # seed 0: mean(1.5-1.0, 3.1-3.0) = 0.3; seed 1: mean(2.1-2.0, 4.3-4.0) = 0.2
+    assert effect.factor == "a" and effect.difference.mean == pytest.approx(0.25)
+    assert effect.seeds == (0, 1) and effect.difference.std == pytest.approx(math.sqrt(0.005))
+    assert effect.p_value == pytest.approx(stats.ttest_1samp([0.3, 0.2], 0.0).pvalue)
+
+
+def test_too_few_seeds_says_so_and_suggests_how_many() -> None:
+    one = [Observation({"s": lvl}, 0, v) for lvl, v in (("a", 1.0), ("b", 0.9))]
+    effect = study_effects(one, {"s": ["a", "b"]})[0]
+    assert effect.verdict == "insufficient" and effect.difference.ci95 is None and effect.p_value is None
+    assert "too few seeds to say anything" in effect.note and "--set repeats=3" in effect.note
+
+    noisy = [
+        Observation({"s": lvl}, seed, v)
+        for seed, (a, b) in enumerate([(1.0, 0.95), (1.0, 1.02), (1.0, 0.96)])
+        for lvl, v in (("a", a), ("b", b))
+    ]
+    effect = study_effects(noisy, {"s": ["a", "b"]})[0]
+    needed = seeds_needed(effect.difference.std, effect.difference.mean)
+    assert effect.verdict == "unclear" and needed is not None and needed > 3
+    assert effect.seeds_needed == needed and f"--set repeats={needed}" in effect.note
+
+    missing = study_effects([Observation({"s": "a"}, 0, 1.0)], {"s": ["a", "b"]})[0]
+    assert missing.verdict == "insufficient" and missing.difference.n == 0
+
+
+def test_null_effect_interval_covers_zero_at_the_nominal_rate() -> None:
+    # 20,000 simulated null studies of 4 paired seeds each, vectorised. The 95% t interval must
+    # cover zero 95% of the time (binomial sd 0.0015); a normal (z) interval would cover ~88%.
+    rng = np.random.default_rng(2024)
+    offsets = rng.normal(0, 0.05, size=(20_000, 4, 1))  # shared by both variants of a seed
+    runs = 0.12 + offsets + rng.normal(0, 0.01, size=(20_000, 4, 2))
+    differences = runs[..., 1] - runs[..., 0]
+    _, low, high, _ = t_interval(differences)
+    coverage = float(np.mean((low <= 0) & (0 <= high)))
+    assert abs(coverage - 0.95) < 0.006, coverage
+    # The paired t test rejects at the matching rate, and agrees with the interval study by study.
+    p = paired_t_pvalue(differences)
+    assert np.array_equal(p < 0.05, ~((low <= 0) & (0 <= high)))
+    # The full pipeline (grouping by cell and seed) gives the same interval as the vectorised core.
+    for study in range(3):
+        observations = [
+            Observation({"f": level}, seed, float(runs[study, seed, j]))
+            for seed in range(4)
+            for j, level in enumerate(("base", "other"))
+        ]
+        effect = study_effects(observations, {"f": ["base", "other"]})[0]
+        assert effect.difference.ci95 == pytest.approx((low[study], high[study]))
+
+
+def test_planted_effect_interval_covers_the_truth_at_the_nominal_rate() -> None:
+    rng = np.random.default_rng(11)
+    differences = -0.02 + rng.normal(0, 0.01, size=(20_000, 3)) * math.sqrt(2)
+    _, low, high, _ = t_interval(differences)
+    assert abs(float(np.mean((low <= -0.02) & (-0.02 <= high))) - 0.95) < 0.006

@@ -1,17 +1,32 @@
-"""Statistics over seeds: per-variant means with 95% t intervals, and paired differences.
+"""Statistics over seeds: per-variant means with 95% t intervals, paired differences and effects.
 
 Paired means: the two variants share the seed, hence the data order, the training noise and the
 validation noise, so the difference per seed removes what the seeds have in common. The interval
 is Student's t on the n values (n - 1 degrees of freedom); with n < 2 there is no interval.
+
+Effects (`study_effects`): for every factor and every level other than the baseline (the factor's
+first level in the study file), the paired difference `level - baseline` of the objective. In a
+grid with several factors the difference is taken within each combination of the other factors'
+levels and averaged over them per seed, so the seed stays the unit of replication (cells that
+share a seed share its data order and noise, so they are not independent). Each effect has a t
+interval, a paired t test (and Wilcoxon's signed-rank p as a check that needs no normality), and
+a Holm-adjusted p over all the study's comparisons. The same functions serve `ablate report` and
+`ablate reproduce`, so their tables always agree.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
+
+Level = bool | int | float | str | None
+CI_METHOD = "Student t, 95%, over seeds; differences paired by seed"
+TEST_METHOD = "paired t test (two-sided), Holm-adjusted over all comparisons; Wilcoxon signed-rank p as a check"
 
 
 @dataclass(frozen=True)
@@ -33,10 +48,45 @@ class Estimate:
         return self.ci95 is not None and (self.ci95[0] > 0 or self.ci95[1] < 0)
 
 
-def mean_ci(values: Iterable[float], confidence: float = 0.95) -> Estimate:
-    """Mean and Student-t confidence interval of independent values."""
+def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Vectorised Student-t interval along the last axis: (mean, low, high, std).
+
+    Every row along the last axis is one sample of n >= 2 values; leading axes are independent
+    samples (e.g. many simulated studies at once).
+    """
     from scipy import stats
 
+    values = np.asarray(values, dtype=float)
+    n = values.shape[-1]
+    if n < 2:
+        raise ValueError(f"a t interval needs at least 2 values; received n={n}")
+    mean = values.mean(axis=-1)
+    std = values.std(axis=-1, ddof=1)
+    half = stats.t.ppf(0.5 + confidence / 2, df=n - 1) * std / math.sqrt(n)
+    return mean, mean - half, mean + half, std
+
+
+def paired_t_pvalue(differences: np.ndarray) -> np.ndarray:
+    """Vectorised two-sided p of the paired t test of mean zero, along the last axis.
+
+    A sample with no spread has p 0 when its mean is not zero (every seed agrees) and 1 when it is.
+    """
+    from scipy import stats
+
+    differences = np.asarray(differences, dtype=float)
+    n = differences.shape[-1]
+    if n < 2:
+        raise ValueError(f"a t test needs at least 2 values; received n={n}")
+    mean = differences.mean(axis=-1)
+    std = differences.std(axis=-1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = mean / (std / math.sqrt(n))
+    p = 2 * stats.t.sf(np.abs(t), df=n - 1)
+    return np.where(std > 0, p, np.where(mean != 0, 0.0, 1.0))
+
+
+def mean_ci(values: Iterable[float], confidence: float = 0.95) -> Estimate:
+    """Mean and Student-t confidence interval of independent values."""
     data = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
     n = len(data)
     if n == 0:
@@ -44,9 +94,8 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> Estimate:
     mean = float(data.mean())
     if n < 2:
         return Estimate(mean=mean, ci95=None, n=1, std=None)
-    std = float(data.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1)) * std / math.sqrt(n)
-    return Estimate(mean=mean, ci95=(mean - half, mean + half), n=n, std=std)
+    _, low, high, std = t_interval(data, confidence)
+    return Estimate(mean=mean, ci95=(float(low), float(high)), n=n, std=float(std))
 
 
 def paired_difference(treatment: dict[int, float], baseline: dict[int, float]) -> Estimate:
@@ -71,3 +120,265 @@ def seeds_needed(std: float | None, effect: float, confidence: float = 0.95, lim
 def by_seed(values: Sequence[tuple[int, float]]) -> dict[int, float]:
     """Seed -> value; a seed run twice (a retry) keeps its last value."""
     return {seed: value for seed, value in values}
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of p-values for several comparisons (family-wise error).
+
+    The i-th smallest of m p-values is multiplied by (m - i + 1); the results are made
+    non-decreasing in that order and capped at 1. Returned in the input order.
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One finished trial as the statistics see it: its factor levels, seed and objective value."""
+
+    params: Mapping[str, Level]
+    seed: int
+    value: float
+
+
+def observations_from(records: Iterable[Any], seeds: Iterable[int] | None = None) -> list[Observation]:
+    """The complete trials among `ablate.study.TrialRecord`s, in trial order, as observations.
+
+    Args:
+        records: objects with `state`, `seed`, `params`, `value` and `number`.
+        seeds: keep only these seeds (the study's current seeds), or all when None.
+    """
+    wanted = set(seeds) if seeds is not None else None
+    return [
+        Observation(params=dict(r.params), seed=int(r.seed), value=float(r.value))
+        for r in sorted(records, key=lambda r: r.number)
+        if r.state == "COMPLETE" and r.seed is not None and r.value is not None and (wanted is None or r.seed in wanted)
+    ]
+
+
+Verdict = Literal["better", "worse", "unclear", "insufficient"]
+
+
+@dataclass(frozen=True)
+class Effect:
+    """The paired effect of one factor level against the factor's baseline level.
+
+    Attributes:
+        factor: the dotted setting (`model.skip`).
+        level: the level compared.
+        baseline: the reference level (the factor's first level in the study file).
+        difference: mean of `level - baseline` over the paired seeds, with its t interval.
+        seeds: the seeds that entered the comparison.
+        p_value: paired t test, two-sided (None with fewer than 2 seeds).
+        p_holm: `p_value` after Holm's correction over every comparison of the study.
+        wilcoxon_p: Wilcoxon signed-rank p (exact for small n); with n seeds it cannot go below
+            2 / 2**n, so it only confirms the t test once there are 6 seeds or more.
+        seeds_needed: seeds for an interval half as wide as the observed difference, at the
+            observed spread (None when unknown).
+        verdict: better / worse (than the baseline, given the objective's direction, significant
+            after Holm), unclear (the interval or the corrected test does not rule out zero), or
+            insufficient (fewer than 2 paired seeds).
+        note: the verdict as a plain sentence.
+    """
+
+    factor: str
+    level: Level
+    baseline: Level
+    difference: Estimate
+    seeds: tuple[int, ...]
+    p_value: float | None
+    p_holm: float | None
+    wilcoxon_p: float | None
+    seeds_needed: int | None
+    verdict: Verdict
+    note: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "factor": self.factor,
+            "level": self.level,
+            "baseline": self.baseline,
+            "difference": {**self.difference.as_dict(), "excludes_zero": self.difference.excludes_zero},
+            "seeds": list(self.seeds),
+            "p_value": self.p_value,
+            "p_holm": self.p_holm,
+            "wilcoxon_p": self.wilcoxon_p,
+            "seeds_needed": self.seeds_needed,
+            "verdict": self.verdict,
+            "note": self.note,
+        }
+
+
+def cell_values(observations: Iterable[Observation], factors: Mapping[str, Sequence[Level]]) -> dict[tuple[Level, ...], dict[int, float]]:
+    """Cell (levels in factor order) -> seed -> value; a seed run twice keeps its last value.
+
+    Non-finite values (a diverged trial that still completed) are left out.
+    """
+    table: dict[tuple[Level, ...], dict[int, float]] = {}
+    for obs in observations:
+        if obs.value is None or not math.isfinite(obs.value):
+            continue
+        table.setdefault(cell_tuple(obs.params, factors), {})[obs.seed] = float(obs.value)
+    return table
+
+
+def cell_tuple(params: Mapping[str, Level], factors: Mapping[str, Sequence[Level]]) -> tuple[Level, ...]:
+    """The key of a cell in `cell_values`' table: its levels in factor order."""
+    return tuple(_level_key(params.get(name)) for name in factors)
+
+
+def level_values(
+    table: Mapping[tuple[Level, ...], Mapping[int, float]],
+    factors: Mapping[str, Sequence[Level]],
+    factor: str,
+    level: Level,
+) -> dict[int, float]:
+    """Seed -> mean over the other factors' level combinations of the value at `factor=level`.
+
+    A seed enters only if every combination has a value for it, so each seed's mean is over the
+    same cells. With a single factor this is just the cell's values.
+    """
+    index = list(factors).index(factor)
+    contexts = _contexts(factors, factor)
+    per_seed: dict[int, list[float]] = {}
+    for context in contexts:
+        key = context[:index] + (_level_key(level),) + context[index:]
+        for seed, value in table.get(key, {}).items():
+            per_seed.setdefault(seed, []).append(value)
+    return {seed: float(np.mean(v)) for seed, v in sorted(per_seed.items()) if len(v) == len(contexts)}
+
+
+def level_estimate(
+    table: Mapping[tuple[Level, ...], Mapping[int, float]], factors: Mapping[str, Sequence[Level]], factor: str, level: Level
+) -> Estimate:
+    """Mean and t interval over seeds of one factor level (averaged over the other factors)."""
+    return mean_ci(level_values(table, factors, factor, level).values())
+
+
+def study_effects(
+    observations: Iterable[Observation],
+    factors: Mapping[str, Sequence[Level]],
+    *,
+    direction: Literal["minimize", "maximize"] = "minimize",
+    metric: str = "val_loss",
+    confidence: float = 0.95,
+) -> list[Effect]:
+    """Every factor level against its factor's baseline (first level), paired by seed, Holm-corrected.
+
+    Args:
+        observations: finished trials (params, seed, value).
+        factors: the study's factors and their levels, in file order; the first level of each
+            is its baseline.
+        direction: whether a lower or a higher objective is better (for the verdict).
+        metric: the objective's name, for the notes.
+        confidence: of the intervals.
+    """
+    table = cell_values(observations, factors)
+    raw: list[Effect] = []
+    for factor, levels in factors.items():
+        if len(levels) < 2:
+            continue
+        baseline = level_values(table, factors, factor, levels[0])
+        for level in levels[1:]:
+            treatment = level_values(table, factors, factor, level)
+            seeds = tuple(sorted(set(treatment) & set(baseline)))
+            differences = np.asarray([treatment[s] - baseline[s] for s in seeds], dtype=float)
+            difference = mean_ci(differences, confidence)
+            p_value = float(paired_t_pvalue(differences)) if len(seeds) >= 2 else None
+            raw.append(
+                Effect(
+                    factor=factor,
+                    level=level,
+                    baseline=levels[0],
+                    difference=difference,
+                    seeds=seeds,
+                    p_value=p_value,
+                    p_holm=None,
+                    wilcoxon_p=_wilcoxon(differences),
+                    seeds_needed=seeds_needed(difference.std, difference.mean, confidence) if difference.n >= 2 else None,
+                    verdict="insufficient",
+                    note="",
+                )
+            )
+    tested = [i for i, e in enumerate(raw) if e.p_value is not None]
+    adjusted = holm([raw[i].p_value for i in tested])  # type: ignore[misc]
+    effects = list(raw)
+    for i, p in zip(tested, adjusted):
+        effects[i] = replace(raw[i], p_holm=p)
+    return [_with_verdict(e, direction=direction, metric=metric, comparisons=len(tested)) for e in effects]
+
+
+def _with_verdict(effect: Effect, *, direction: str, metric: str, comparisons: int) -> Effect:
+    """Classify an effect and say it in one sentence, including how many seeds would settle it."""
+    diff = effect.difference
+    n = diff.n
+    if n == 0:
+        return replace(effect, verdict="insufficient", note="no seed has both variants finished: nothing to compare yet")
+    if n < 2 or diff.ci95 is None:
+        return replace(
+            effect,
+            verdict="insufficient",
+            note=f"too few seeds to say anything: only {n} seed pairs these variants, and an interval needs "
+            "at least 2; run at least 3 seeds per cell (--set repeats=3) to see the spread",
+        )
+    lower = diff.mean < 0
+    better = lower == (direction == "minimize")
+    word = "lower" if lower else "higher"
+    needed = effect.seeds_needed
+    more = (
+        f"at the observed spread (sd {diff.std:.3g} of the paired differences) about {needed} seeds per cell would "
+        f"give an interval half as wide as this difference (--set repeats={needed})"
+        if needed is not None
+        else "at the observed spread no practical number of seeds would separate a difference this small from zero"
+    )
+    if diff.excludes_zero and effect.p_holm is not None and effect.p_holm < 1 - 0.95:
+        return replace(
+            effect,
+            verdict="better" if better else "worse",
+            note=f"{word} {metric} than {_fmt_level(effect.baseline)} ({'better' if better else 'worse'}): the 95% "
+            f"interval excludes zero and the Holm-adjusted p is {effect.p_holm:.3g} over {comparisons} comparison(s)",
+        )
+    if diff.excludes_zero:
+        return replace(
+            effect,
+            verdict="unclear",
+            note=f"{word} {metric} than {_fmt_level(effect.baseline)}, and the interval excludes zero, but not after "
+            f"Holm's correction over {comparisons} comparisons (adjusted p {effect.p_holm:.3g}): suggestive only; {more}",
+        )
+    return replace(
+        effect,
+        verdict="unclear",
+        note=f"too few seeds to tell: the 95% interval includes zero with {n} seeds; {more}",
+    )
+
+
+def _contexts(factors: Mapping[str, Sequence[Level]], factor: str) -> list[tuple[Level, ...]]:
+    others = [[_level_key(level) for level in levels] for name, levels in factors.items() if name != factor]
+    return list(itertools.product(*others))
+
+
+def _level_key(level: Level) -> Level:
+    # True == 1 and 1.0 == 1 in Python: tag booleans so a factor with levels [1, true] keeps two cells.
+    return ("bool", level) if isinstance(level, bool) else level  # type: ignore[return-value]
+
+
+def _wilcoxon(differences: np.ndarray) -> float | None:
+    from scipy import stats
+
+    if len(differences) < 2 or not np.any(differences):
+        return None
+    try:
+        return float(stats.wilcoxon(differences).pvalue)
+    except ValueError:  # e.g. every difference zero after scipy's zero handling
+        return None
+
+
+def _fmt_level(level: Level) -> str:
+    return "null" if level is None else str(level).lower() if isinstance(level, bool) else str(level)

@@ -11,10 +11,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ablate.analysis import Estimate, by_seed, mean_ci, paired_difference
+from ablate.analysis import CI_METHOD, cell_values, level_values, mean_ci, observations_from, study_effects
 from ablate.home import Project, redact
 from ablate.progress import StudyProgress
-from ablate.spec import LoadedSpec, cell_key, load_spec
+from ablate.errors import AblateError
+from ablate.spec import LoadedSpec, load_spec
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,18 @@ def compare(name: str, loaded: LoadedSpec, project: Project) -> dict[str, Any]:
     repro = REPRODUCTIONS[name]
     spec = loaded.spec
     study = load_study(spec.name, project.storage)
-    records = [r for r in trial_records(study) if r.state == "COMPLETE" and r.seed is not None]
-    values: dict[str, dict[int, float]] = {}
-    for label, level in (repro.baseline, repro.treatment):
-        cell = {**_other_levels(spec.factors, repro.factor), repro.factor: level}
-        key = cell_key(cell)
-        values[label] = by_seed([(r.seed, r.value) for r in records if r.cell == key and r.seed in spec.seeds])
-    variants: dict[str, Estimate] = {label: mean_ci(values[label].values()) for label in values}
-    difference = paired_difference(values[repro.treatment[0]], values[repro.baseline[0]])
+    # The report's analysis, so this table and `ablate report` always agree: each variant is its
+    # level of the factor (averaged over any other factors per seed) and the difference is the
+    # report's paired effect of the treatment level against the baseline level.
+    observations = observations_from(trial_records(study), seeds=spec.seeds)
+    table = cell_values(observations, spec.factors)
+    values = {label: level_values(table, spec.factors, repro.factor, level) for label, level in (repro.baseline, repro.treatment)}
+    effects = study_effects(observations, spec.factors, direction=spec.objective.direction, metric=spec.objective.metric)
+    effect = next(e for e in effects if e.factor == repro.factor and e.level == repro.treatment[1])
+    if effect.baseline != repro.baseline[1]:
+        raise AblateError(f"{spec.name}: the first level of {repro.factor} must be the baseline {repro.baseline[1]!r}")
+    difference = effect.difference
+    variants = {label: mean_ci(values[label].values()) for label in values}
     return {
         "reproduction": name,
         "study": spec.name,
@@ -97,10 +102,15 @@ def compare(name: str, loaded: LoadedSpec, project: Project) -> dict[str, Any]:
             **difference.as_dict(),
             "of": f"{repro.treatment[0]} - {repro.baseline[0]}",
             "excludes_zero": difference.excludes_zero,
+            "p_value": effect.p_value,
+            "p_holm": effect.p_holm,
+            "wilcoxon_p": effect.wilcoxon_p,
+            "verdict": effect.verdict,
+            "note": effect.note,
         },
         "reference": dict(repro.reference),
         "reference_source": repro.source,
-        "ci_method": "Student t, 95%, over seeds; the difference is paired by seed",
+        "ci_method": CI_METHOD,
     }
 
 
@@ -141,11 +151,6 @@ def verdict(result: dict[str, Any]) -> str:
     if diff["excludes_zero"]:
         return "Skips raise the loss here, with an interval that excludes zero: the opposite of the slides."
     return "The interval of the paired difference includes zero: no clear effect at this budget; add seeds or epochs."
-
-
-def _other_levels(factors: dict[str, list[Any]], factor: str) -> dict[str, Any]:
-    # Other factors (if a user adds some) are held at their first level.
-    return {name: levels[0] for name, levels in factors.items() if name != factor}
 
 
 def _fmt(value: float | None) -> str:
