@@ -52,3 +52,31 @@ def test_transpose_upsampling_and_depth_one() -> None:
     model = build_unet(ModelConfig(filters=4, depth=1, upsampling="transpose"), SHAPE)
     assert model.get_layer("dec1_up").__class__.__name__ == "Conv2DTranspose"
     assert model.output_shape == (None, 28, 28, 1)
+
+
+def test_inception_block_concatenates_four_branches_to_the_stage_width() -> None:
+    model = build_unet(ModelConfig(filters=8, block="inception", skip="concat"), SHAPE)
+    concat = model.get_layer("enc1_inc_concat")
+    assert len(concat.input) == 4 and concat.output.shape == (None, 28, 28, 8)
+    assert model.get_layer("bottleneck_inc_concat").output.shape == (None, 7, 7, 32)
+    assert model.output_shape == (None, 28, 28, 1)
+
+
+def test_batch_norm_and_dropout_switches() -> None:
+    plain = build_unet(ModelConfig(filters=4), SHAPE)
+    switched = build_unet(ModelConfig(filters=4, batch_norm=True, dropout=0.25), SHAPE)
+    kinds = [type(layer).__name__ for layer in switched.layers]
+    assert kinds.count("BatchNormalization") == 5 and kinds.count("Dropout") == 5  # one per stage
+    assert "BatchNormalization" not in [type(layer).__name__ for layer in plain.layers]
+    # BatchNormalization adds 4 weights per channel (gamma, beta, moving mean and variance).
+    assert switched.count_params() - plain.count_params() == 4 * (4 + 8 + 16 + 8 + 4)
+
+
+def test_block_and_residual_blocks_must_agree() -> None:
+    from pydantic import ValidationError
+
+    assert ModelConfig().block == "plain" and ModelConfig(residual_blocks=2).block == "residual"
+    with pytest.raises(ValidationError, match="needs model.residual_blocks >= 1"):
+        ModelConfig(block="residual")
+    with pytest.raises(ValidationError, match="applies only to model.block: residual"):
+        ModelConfig(block="inception", residual_blocks=1)

@@ -84,3 +84,13 @@ def test_cell_keys_and_run_config() -> None:
     assert run.model.skip == "add" and run.seed == 7
     assert run.flat()["model.skip"] == "add" and run.flat()["data.noise.factor"] == 0.5
     assert spec.seeds == [0, 1]
+
+
+def test_block_follows_residual_blocks_in_a_grid() -> None:
+    spec = spec_from_dict(tiny_study(factors={"model.residual_blocks": [0, 2]})).spec
+    blocks = [spec.run_config(cell, seed=0).model.block for cell in spec.cells()]
+    assert blocks == ["plain", "residual"]
+    spec = spec_from_dict(tiny_study(factors={"model.block": ["plain", "inception"]})).spec
+    assert [spec.run_config(c, seed=0).model.block for c in spec.cells()] == ["plain", "inception"]
+    message = refused(tiny_study(factors={"model.block": ["plain", "residual"]}))
+    assert "factors.model.block[1]" in message and "residual_blocks >= 1" in message

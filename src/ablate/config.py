@@ -53,16 +53,34 @@ class ModelConfig(Frozen):
     size by `skip` (none / concat / add); a sigmoid Conv2D(1) output.
     `residual_blocks` > 0 replaces each stage's convolution by that many residual blocks (two
     convolutions and an identity shortcut, a 1x1 projection where the channel counts differ).
+    `block` names the stage type: `plain` (one convolution), `residual` (the residual blocks), or
+    `inception` (parallel 1x1, 3x3, 5x5 and pooling branches, concatenated, as in the slides).
+    `batch_norm` adds BatchNormalization after each stage's convolution(s); `dropout` > 0 adds
+    Dropout after each stage.
     """
 
     family: Literal["unet"] = "unet"
     depth: int = Field(2, ge=1, le=4)
     filters: int = Field(64, ge=1, le=1024)
     skip: Literal["none", "concat", "add"] = "concat"
+    block: Literal["plain", "residual", "inception"] | None = None
     residual_blocks: int = Field(0, ge=0, le=8)
     upsampling: Literal["upsample", "transpose"] = "upsample"
     kernel_size: int = Field(3, ge=1, le=7)
     activation: Literal["relu", "gelu", "swish", "elu"] = "relu"
+    batch_norm: bool = False
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _block_matches_residual_blocks(self) -> ModelConfig:
+        # `block` left out follows `residual_blocks` (0 = plain, N = N residual blocks per stage).
+        if self.block is None:
+            object.__setattr__(self, "block", "residual" if self.residual_blocks else "plain")
+        elif self.block == "residual" and self.residual_blocks == 0:
+            raise ValueError("model.block: residual needs model.residual_blocks >= 1")
+        elif self.block != "residual" and self.residual_blocks:
+            raise ValueError(f"model.residual_blocks applies only to model.block: residual, not {self.block}")
+        return self
 
 
 class TrainConfig(Frozen):

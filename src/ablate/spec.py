@@ -125,10 +125,12 @@ class StudySpec(Frozen):
 
     def run_config(self, params: dict[str, Level], *, seed: int) -> RunConfig:
         """The frozen config of one trial: the fixed settings with the cell's levels applied."""
+        # Only what the file set: derived defaults (model.block from residual_blocks) are derived
+        # again after the cell's levels apply.
         tree: dict[str, Any] = {
-            "data": self.data.model_dump(),
-            "model": self.model.model_dump(),
-            "train": self.train.model_dump(),
+            "data": self.data.model_dump(exclude_unset=True),
+            "model": self.model.model_dump(exclude_unset=True),
+            "train": self.train.model_dump(exclude_unset=True),
             "seed": seed,
         }
         for name, value in params.items():

@@ -47,14 +47,53 @@ def build_unet(cfg: ModelConfig, input_shape: tuple[int, int, int]) -> keras.Mod
 
 
 def _stage(cfg: ModelConfig, width: int, name: str) -> Block:
-    """One convolution, or `residual_blocks` residual blocks when that is above zero."""
+    """One stage at `width` channels: a convolution, residual blocks, or an inception block."""
 
     def apply(x: keras.KerasTensor) -> keras.KerasTensor:
-        if cfg.residual_blocks == 0:
-            return layers.Conv2D(width, cfg.kernel_size, padding="same", activation=cfg.activation, name=f"{name}_conv")(x)
-        for block in range(cfg.residual_blocks):
-            x = _residual_block(cfg, width, f"{name}_res{block + 1}")(x)
+        if cfg.block == "residual":
+            for block in range(cfg.residual_blocks):
+                x = _residual_block(cfg, width, f"{name}_res{block + 1}")(x)
+        elif cfg.block == "inception":
+            x = _inception_block(cfg, width, f"{name}_inc")(x)
+        else:
+            x = layers.Conv2D(width, cfg.kernel_size, padding="same", name=f"{name}_conv")(x)
+            x = _normalise(cfg, name)(x)
+            x = layers.Activation(cfg.activation, name=f"{name}_act")(x)
+        if cfg.dropout:
+            x = layers.Dropout(cfg.dropout, name=f"{name}_dropout")(x)
         return x
+
+    return apply
+
+
+def _normalise(cfg: ModelConfig, name: str) -> Block:
+    """BatchNormalization when the config asks for it, else the identity."""
+    if cfg.batch_norm:
+        return layers.BatchNormalization(name=f"{name}_bn")
+    return lambda x: x
+
+
+def _inception_block(cfg: ModelConfig, width: int, name: str) -> Block:
+    """Parallel 1x1, 3x3, 5x5 convolutions and a 3x3 max-pool + 1x1 branch, concatenated.
+
+    The four branches share `width` (a quarter each, the first taking the remainder), so the block
+    outputs `width` channels like a plain stage.
+    """
+
+    def apply(x: keras.KerasTensor) -> keras.KerasTensor:
+        quarter = max(width // 4, 1)
+        first = max(width - 3 * quarter, 1)
+        conv = lambda filters, size, tag: layers.Conv2D(  # noqa: E731 - a local shorthand
+            filters, size, padding="same", activation=cfg.activation, name=f"{name}_{tag}"
+        )
+        branches = [
+            conv(first, 1, "1x1")(x),
+            conv(quarter, 3, "3x3")(conv(quarter, 1, "3x3_reduce")(x)),
+            conv(quarter, 5, "5x5")(conv(quarter, 1, "5x5_reduce")(x)),
+            conv(quarter, 1, "pool_proj")(layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_pool")(x)),
+        ]
+        y = layers.Concatenate(axis=-1, name=f"{name}_concat")(branches)
+        return _normalise(cfg, name)(y)
 
     return apply
 
@@ -66,8 +105,10 @@ def _residual_block(cfg: ModelConfig, width: int, name: str) -> Block:
         shortcut = x
         if x.shape[-1] != width:
             shortcut = layers.Conv2D(width, 1, padding="same", name=f"{name}_proj")(x)
-        y = layers.Conv2D(width, cfg.kernel_size, padding="same", activation=cfg.activation, name=f"{name}_conv1")(x)
+        y = layers.Conv2D(width, cfg.kernel_size, padding="same", name=f"{name}_conv1")(x)
+        y = layers.Activation(cfg.activation, name=f"{name}_act1")(_normalise(cfg, f"{name}_1")(y))
         y = layers.Conv2D(width, cfg.kernel_size, padding="same", name=f"{name}_conv2")(y)
+        y = _normalise(cfg, f"{name}_2")(y)
         y = layers.Add(name=f"{name}_add")([y, shortcut])
         return layers.Activation(cfg.activation, name=f"{name}_act")(y)
 
