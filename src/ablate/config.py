@@ -83,6 +83,21 @@ class ModelConfig(Frozen):
         return self
 
 
+class DiffusionConfig(Frozen):
+    """Incremental denoising, as in the slides' exercise (their `steps2use` is `steps`).
+
+    A chain x_0 (clean) .. x_T adds noise step by step: x_t = clip(x_{t-1} + magnitude / sqrt(T) *
+    e_t, 0, 1), e_t drawn from `distribution` (unit variance). The model learns x_t -> x_{t-1};
+    evaluation runs it T times from x_T. `conditioned` gives the model the step t as a second
+    input, so one study can ask whether conditioning on t matters.
+    """
+
+    steps: int = Field(10, ge=1, le=1000)
+    distribution: Literal["normal", "uniform"] = "normal"
+    magnitude: float = Field(1.0, gt=0.0, le=10.0)
+    conditioned: bool = False
+
+
 class TrainConfig(Frozen):
     """Optimiser, loss and schedule of one trial."""
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ablate.config import DataConfig
+from ablate.config import DataConfig, DiffusionConfig
 from ablate.errors import AblateError
 
 ENV_PATHS = {"mnist": "ABLATE_MNIST_PATH", "fashion-mnist": "ABLATE_FASHION_MNIST_PATH"}
@@ -106,6 +106,28 @@ def _load_splits(cfg: DataConfig) -> Splits:
 def training_noise(x: np.ndarray, cfg: DataConfig, seed: int) -> np.ndarray:
     """The noisy training inputs of one trial: the same for every variant with that seed."""
     return add_noise(x, cfg.noise.factor, np.random.default_rng(seed))
+
+
+def diffusion_chain(x: np.ndarray, cfg: DiffusionConfig, rng: np.random.Generator) -> np.ndarray:
+    """The noising chain x_0 .. x_T of clean images `x`: shape (T + 1, *x.shape), float32 in [0, 1]."""
+    scale = np.float32(cfg.magnitude / np.sqrt(cfg.steps))
+    chain = [x.astype(np.float32)]
+    for _ in range(cfg.steps):
+        if cfg.distribution == "normal":
+            noise = rng.standard_normal(x.shape, dtype=np.float32)
+        else:  # uniform on [-sqrt(3), sqrt(3)]: unit variance, like the normal
+            noise = rng.uniform(-np.sqrt(3), np.sqrt(3), size=x.shape).astype(np.float32)
+        chain.append(np.clip(chain[-1] + scale * noise, 0.0, 1.0))
+    return np.stack(chain)
+
+
+def diffusion_pairs(chain: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training pairs from a chain: inputs x_t, targets x_{t-1}, and the step t, for t = 1..T."""
+    steps = chain.shape[0] - 1
+    inputs = chain[1:].reshape(-1, *chain.shape[2:])
+    targets = chain[:-1].reshape(-1, *chain.shape[2:])
+    t = np.repeat(np.arange(1, steps + 1, dtype=np.float32), chain.shape[1])
+    return inputs, targets, t
 
 
 def add_noise(x: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:

@@ -27,23 +27,39 @@ def build_unet(cfg: ModelConfig, input_shape: tuple[int, int, int]) -> keras.Mod
         An uncompiled `keras.Model` mapping noisy images to reconstructions in [0, 1].
     """
     inputs = keras.Input(shape=input_shape, name="noisy")
+    return keras.Model(inputs, unet_graph(cfg, inputs), name=f"unet_{cfg.skip}")
+
+
+def unet_graph(
+    cfg: ModelConfig, inputs: keras.KerasTensor, condition: keras.KerasTensor | None = None
+) -> keras.KerasTensor:
+    """The U-Net's output tensor for `inputs`; `condition` (batch, C) is added to the bottleneck.
+
+    Args:
+        cfg: the model settings.
+        inputs: the image input.
+        condition: an optional per-sample vector with `filters * 2**depth` channels (e.g. an
+            embedding of the diffusion step), broadcast over the bottleneck's height and width.
+    """
     x = inputs
+    input_shape = tuple(inputs.shape[1:])
     encoder_maps = []
     for stage in range(cfg.depth):
         x = _stage(cfg, cfg.filters * 2**stage, f"enc{stage + 1}")(x)
         encoder_maps.append(x)
         x = layers.MaxPooling2D(pool_size=2, name=f"enc{stage + 1}_pool")(x)
     x = _stage(cfg, cfg.filters * 2**cfg.depth, "bottleneck")(x)
+    if condition is not None:
+        x = layers.Add(name="bottleneck_condition")([x, layers.Reshape((1, 1, -1), name="condition_map")(condition)])
     for stage in reversed(range(cfg.depth)):
         width = cfg.filters * 2**stage
         name = f"dec{stage + 1}"
         x = _stage(cfg, width, name)(x)
         x = _upsample(cfg, width, name)(x)
         x = _merge(cfg.skip, f"{name}_skip")(x, encoder_maps[stage])
-    outputs = layers.Conv2D(
+    return layers.Conv2D(
         input_shape[-1], cfg.kernel_size, padding="same", activation="sigmoid", name="reconstruction"
     )(x)
-    return keras.Model(inputs, outputs, name=f"unet_{cfg.skip}")
 
 
 def _stage(cfg: ModelConfig, width: int, name: str) -> Block:
