@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.set_defaults(handler=_ui)
     # Further commands register here, each from its own module: add_parser(commands, common, overrides).
     # (report: ablate.report; submit/worker/status: ablate.service)
+    from ablate.report import add_parser as add_report_parser; add_report_parser(commands, common, overrides)  # noqa: E702
     return parser
 
 

@@ -1,0 +1,137 @@
+"""Read one study back from its Optuna storage and its MLflow store, for the report.
+
+Optuna holds the design (the validated spec in the study's user attrs), every trial's state,
+value, seed and duration; MLflow holds the per-epoch curves and the reconstruction pictures.
+Nothing here computes statistics: see `ablate.analysis` and `ablate.report.answer`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ablate.errors import AblateError
+from ablate.home import Project, redact
+from ablate.spec import StudySpec
+from ablate.study import SPEC_ATTR, TrialRecord, load_study, trial_records
+
+CURVE_METRICS: tuple[str, ...] = ("train_loss", "val_loss")
+FINAL_IMAGE = "reconstructions/final.png"
+
+
+class ReportInputError(AblateError):
+    """A report that cannot be made from what the storage holds (no such study, not an ablate study)."""
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One Optuna trial with what the trials table shows."""
+
+    record: TrialRecord
+    duration_s: float | None
+
+
+@dataclass
+class StudyData:
+    """Everything the report reads, gathered once.
+
+    Attributes:
+        spec: the study as it was validated when it ran.
+        trials: every trial, in trial order.
+        experiment_id, parent_run_id: the study's MLflow experiment and parent run.
+        curves: MLflow run id -> metric -> [(epoch, value)], for complete trials.
+    """
+
+    spec: StudySpec
+    storage: str
+    tracking_uri: str
+    trials: list[TrialRow]
+    experiment_id: str | None
+    parent_run_id: str | None
+    curves: dict[str, dict[str, list[tuple[int, float]]]] = field(default_factory=dict)
+
+
+def collect(name: str, project: Project, *, curves: bool = True) -> StudyData:
+    """Load study `name` and, when `curves`, its trials' learning curves from MLflow.
+
+    Raises:
+        ReportInputError: no such study (listing the known ones), or one not made by `ablate run`.
+    """
+    _refuse_missing_store(project)
+    try:
+        study = load_study(name, project.storage)
+    except AblateError as error:
+        raise ReportInputError(str(error)) from None
+    raw_spec = study.user_attrs.get(SPEC_ATTR)
+    if raw_spec is None:
+        raise ReportInputError(f"study {name!r} has no {SPEC_ATTR} attribute: it was not created by `ablate run`")
+    spec = StudySpec.model_validate(raw_spec)
+    durations = {
+        t.number: t.duration.total_seconds() if t.duration is not None else None for t in study.get_trials(deepcopy=False)
+    }
+    rows = [TrialRow(record=r, duration_s=durations.get(r.number)) for r in trial_records(study)]
+    data = StudyData(
+        spec=spec,
+        storage=redact(project.storage),
+        tracking_uri=redact(project.tracking_uri),
+        trials=rows,
+        experiment_id=study.user_attrs.get("mlflow_experiment_id"),
+        parent_run_id=study.user_attrs.get("mlflow_parent_run_id"),
+    )
+    if curves:
+        client = mlflow_client(project)
+        for row in rows:
+            if row.record.state == "COMPLETE" and row.record.run_id:
+                data.curves[row.record.run_id] = {
+                    metric: [(m.step, m.value) for m in sorted(client.get_metric_history(row.record.run_id, metric), key=lambda m: m.step)
+                             if math.isfinite(m.value)]
+                    for metric in CURVE_METRICS
+                }  # fmt: skip
+    return data
+
+
+def download_final_images(project: Project, run_ids: dict[str, str], folder: Path) -> dict[str, Path]:
+    """Each named run's `reconstructions/final.png`, downloaded under `folder` (missing ones left out)."""
+    client = mlflow_client(project)
+    found: dict[str, Path] = {}
+    for label, run_id in run_ids.items():
+        destination = folder / run_id
+        destination.mkdir(parents=True, exist_ok=True)
+        try:
+            found[label] = Path(client.download_artifacts(run_id, FINAL_IMAGE, str(destination)))
+        except Exception:  # noqa: BLE001 - a run without its picture (failed upload) leaves a gap, not a crash
+            continue
+    return found
+
+
+def log_report(project: Project, parent_run_id: str, folder: Path) -> None:
+    """Log the report folder to the study's parent run under `report/`."""
+    mlflow_client(project).log_artifacts(parent_run_id, str(folder), artifact_path="report")
+
+
+def mlflow_client(project: Project) -> Any:
+    """An MLflow client on the project's tracking store."""
+    import os
+
+    # MLflow draws a progress bar per artifact on stderr; a report downloads several small PNGs.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=project.tracking_uri)
+
+
+def _refuse_missing_store(project: Project) -> None:
+    # Opening a sqlite URL creates the file: a report from the wrong folder must not leave an
+    # empty project behind, it must say where it looked.
+    if project.storage.startswith("sqlite:///"):
+        path = Path(project.storage.removeprefix("sqlite:///"))
+        if not path.exists():
+            raise ReportInputError(
+                f"no studies here: {path} does not exist. Run the command from the folder where `ablate run` ran, "
+                "or point to it with --home / --storage"
+            )
+
+
+__all__ = ["ReportInputError", "StudyData", "TrialRow", "collect", "download_final_images", "log_report"]
