@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: quickstart test setup clean
+.PHONY: quickstart test setup browser clean
 
 setup: $(VENV)/.installed
 
@@ -18,8 +18,15 @@ $(VENV)/.installed: pyproject.toml
 quickstart: setup
 	$(BIN)/ablate reproduce skip-vs-noskip --profile quick --json .ablate/skip-vs-noskip-quick.json
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest
+
+# The report's page is tested in a real headless Chromium (Debian's `chromium`). Installed here when
+# missing and we are root with apt-get (as in CI); otherwise that one test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
+	  echo "make: chromium not installed; tests/test_report.py::test_page_in_headless_chromium will skip"
 
 clean:
 	rm -rf $(VENV) .ablate

@@ -87,6 +87,13 @@ def test_report_matches_what_optuna_and_mlflow_hold(trained: Any, tmp_path: Path
     if effect["verdict"] == "unclear":
         needed = seeds_needed(np.std(diffs, ddof=1), float(np.mean(diffs)))
         assert f"--set repeats={needed}" in effect["note"]
+    # `ablate reproduce` shares the analysis: its table for this study is the report's effect.
+    from ablate.reproduce import compare
+
+    table = compare("skip-vs-noskip", spec_from_dict(tiny_study(name="tiny-report")), project)
+    assert table["paired_difference"]["mean"] == effect["difference"]["mean"]
+    assert table["paired_difference"]["ci95"] == effect["difference"]["ci95"]
+    assert table["paired_difference"]["p_holm"] == effect["p_holm"]
     none_cell = next(c for c in answer["cells"] if c["cell"] == "model.skip=none")
     assert none_cell["estimate"]["mean"] == pytest.approx(np.mean([value[("none", 0)], value[("none", 1)]]))
 
