@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Running the same study again resumes it.",
     )
     run.add_argument("study_file", type=Path, help="a study file, e.g. studies/skip_vs_noskip.yaml")
+    run.add_argument("--workers", type=int, metavar="N", help="run N local `ablate worker` processes (default 1, or one per --gpus)")
+    run.add_argument("--gpus", metavar="LIST", help="GPU indices for the workers, e.g. 0,1 (worker i uses GPU i mod count)")
     run.set_defaults(handler=_run)
 
     validate = commands.add_parser(
@@ -138,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Further commands register here, each from its own module: add_parser(commands, common, overrides).
     # (report: ablate.report; submit/worker/status: ablate.service)
     from ablate.report import add_parser as add_report_parser; add_report_parser(commands, common, overrides)  # noqa: E702
+    from ablate.service import add_parser as add_service_parser; add_service_parser(commands, common, overrides)  # noqa: E702
     return parser
 
 
@@ -154,8 +157,12 @@ def _run(args: argparse.Namespace, console: Any) -> int:
 
     loaded = load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides))
     project = _project(args)
+    from ablate.launch import parse_gpus
+
+    gpus = parse_gpus(args.gpus) if args.gpus else ()
+    workers = args.workers if args.workers is not None else max(1, len(gpus))
     with StudyProgress(console) as progress:
-        outcome = run_study(loaded, project, progress=progress)
+        outcome = run_study(loaded, project, progress=progress, workers=workers, gpus=gpus)
     _print_outcome(console, outcome)
     return 0 if outcome.failed == 0 else 1
 

@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import CategoricalDistribution
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from ablate.errors import AblateError
 from ablate.home import Project, redact
 from ablate.progress import StudyProgress
-from ablate.spec import Level, LoadedSpec, StudySpec, cell_key
+from ablate.spec import LoadedSpec, StudySpec, cell_key
 
 SPEC_ATTR = "ablate.spec"
 FINGERPRINT_ATTR = "ablate.fingerprint"
@@ -77,8 +76,11 @@ class StudyOutcome:
     ran: int
 
 
-def open_study(spec: StudySpec, storage: str) -> optuna.Study:
-    """Create the study, or load it and check that it was made with the same settings."""
+def open_study(spec: StudySpec, storage: Any) -> optuna.Study:
+    """Create the study, or load it and check that it was made with the same settings.
+
+    `storage` is a URL or an `optuna.storages.RDBStorage` (see `ablate.storage.open_storage`).
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=spec.name,
@@ -95,10 +97,10 @@ def open_study(spec: StudySpec, storage: str) -> optuna.Study:
     elif stored != fingerprint:
         changes = _differences(stored, fingerprint)
         raise StudyConflictError(
-            f"study {spec.name!r} in {redact(storage)} was run with other settings ({'; '.join(changes[:5])}). "
+            f"study {spec.name!r} in {_where(storage)} was run with other settings ({'; '.join(changes[:5])}). "
             "Resuming would mix results that cannot be compared. Give this variant its own name "
             f"(--set name={spec.name}-v2) or delete the study (`optuna delete-study --study-name {spec.name} "
-            f"--storage {redact(storage)}`)."
+            f"--storage {_where(storage)}`)."
         )
     study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
     return study
@@ -160,16 +162,23 @@ def study_lock(project: Project, name: str) -> Iterator[None]:
         yield
 
 
-def run_study(loaded: LoadedSpec, project: Project, *, progress: StudyProgress) -> StudyOutcome:
+def run_study(
+    loaded: LoadedSpec,
+    project: Project,
+    *,
+    progress: StudyProgress,
+    workers: int = 1,
+    gpus: tuple[str, ...] = (),
+) -> StudyOutcome:
     """Run every missing (cell, seed) trial of a study, logging each to MLflow.
 
     A trial that fails (a NaN loss, an error) ends its MLflow run as FAILED with the reason and the
     study goes on; Ctrl-C ends the current run as KILLED and its trial as FAIL, so the next `run`
-    retries it.
+    retries it. With `workers` > 1 (or `gpus`), that many `ablate worker` processes share the
+    study through the storage, each pinned to one of `gpus` in turn.
     """
     from ablate.data import load_splits
-    from ablate.objective import train_trial
-    from ablate.tracking import Tracker, environment_tags
+    from ablate.tracking import Tracker
 
     spec = loaded.spec
     _quiet_libraries()
@@ -177,104 +186,115 @@ def run_study(loaded: LoadedSpec, project: Project, *, progress: StudyProgress) 
         load_splits(spec.run_config(cell, seed=spec.seed).data)  # fail before creating anything
     project.ensure()
     with study_lock(project, spec.name):
-        study = open_study(spec, project.storage)
         tracker = Tracker(project.tracking_uri, artifact_root=project.artifact_root)
-        experiment_id = tracker.experiment_id(spec.experiment)
-        parent_tags = {
-            **environment_tags(),
-            "ablate.storage": redact(project.storage),
-            "ablate.source": str(loaded.path) if loaded.path else "",
-            "ablate.profile": loaded.profile or "",
-            "ablate.overrides": " ".join(loaded.overrides),
-            "ablate.optuna_study": spec.name,
-        }
-        parent_run_id = tracker.parent_run(experiment_id, spec.name, parent_tags)
-        study.set_user_attr("mlflow_experiment_id", experiment_id)
-        study.set_user_attr("mlflow_parent_run_id", parent_run_id)
+        storage = _storage_for(project.storage, tracker)
+        study, experiment_id, parent_run_id = prepare_study(loaded, project, storage, tracker)
         if _is_local(project):
             fail_interrupted(study, tracker.end_stale)
         enqueue_missing(study, spec)
-        distributions = {name: CategoricalDistribution(levels) for name, levels in spec.factors.items()}
         total = len(spec.cells()) * spec.repeats
-        done = _count(study, DONE_STATES)
-        progress.start_study(spec.name, total, done)
-        ran = 0
-        from ablate.train import describe_device, enable_gpu_memory_growth
-
-        enable_gpu_memory_growth()
-        common_tags = {
-            **environment_tags(),
-            "ablate.study": spec.name,
-            "ablate.backend": _backend(),
-            "ablate.device": describe_device(),
-        }
+        progress.start_study(spec.name, total, _count(study, DONE_STATES))
+        before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
         interrupted = False
         try:
-            while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                trial = study.ask(distributions)
-                params: dict[str, Level] = dict(trial.params)
-                seed = int(trial.user_attrs[SEED_ATTR])
-                key = trial.user_attrs[CELL_ATTR]
-                run_cfg = spec.run_config(params, seed=seed)
-                label = f"#{trial.number} {key} seed={seed}"
-                run = tracker.start_trial(
-                    experiment_id,
-                    parent_run_id,
-                    f"{key} seed={seed}",
-                    {
-                        **common_tags,
-                        "ablate.trial": trial.number,
-                        "ablate.cell": key,
-                        "ablate.seed": seed,
-                    },
-                )
-                trial.set_user_attr(RUN_ATTR, run.run_id)
-                run.log_params(run_cfg.flat())
-                ran += 1
+            if workers == 1 and not gpus:
+                from ablate.worker import StudyWork, serve
 
-                reported: dict[str, int] = {}
+                work = StudyWork(study, storage, spec, tracker, experiment_id, parent_run_id)
+                serve(lambda: [work], progress=progress, requeue_on_interrupt=False, end_parents=False)
+            else:
+                from ablate.launch import run_workers
 
-                def report(epoch: int, value: float, trial: optuna.Trial = trial) -> None:
-                    reported["epoch"] = epoch
-                    trial.report(value, epoch)
-                    if trial.should_prune():
-                        raise optuna.TrialPruned(f"pruned at epoch {epoch}")
-
-                try:
-                    result = train_trial(
-                        run_cfg,
-                        objective=spec.objective,
-                        tracking=spec.tracking,
-                        log=run,
-                        progress=progress,
-                        label=label,
-                        report=report,
-                    )
-                except optuna.TrialPruned as pruned:
-                    run.finish("pruned", epoch=reported.get("epoch"))
-                    study.tell(trial, state=TrialState.PRUNED)
-                    progress.end_trial(label, f"pruned ({pruned})")
-                except Exception as error:  # noqa: BLE001 - any failure ends this trial, not the study
-                    trial.set_user_attr(ERROR_ATTR, f"{type(error).__name__}: {error}"[:2000])
-                    run.finish("failed", error=error)
-                    study.tell(trial, state=TrialState.FAIL)
-                    progress.end_trial(label, f"[red]FAILED[/red] {type(error).__name__}: {error}")
-                except BaseException as error:  # Ctrl-C: record, then stop the study
-                    trial.set_user_attr(ERROR_ATTR, f"interrupted ({type(error).__name__})")
-                    run.finish("interrupted", error=error)
-                    study.tell(trial, state=TrialState.FAIL)
-                    interrupted = True
-                    raise
-                else:
-                    run.log_metrics(result.epochs_run, {"parameters": result.parameters})
-                    run.finish("complete", epoch=result.epochs_run)
-                    study.tell(trial, result.value)
-                    progress.end_trial(label, f"{spec.objective.metric}={result.value:.4f}")
+                run_workers(spec.name, project, workers=workers, gpus=gpus, console=progress.console)
+        except BaseException:
+            interrupted = True
+            raise
         finally:
+            ran = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.number not in before)
             outcome = _outcome(study, spec, project, experiment_id, parent_run_id, ran)
-            status = "KILLED" if interrupted else "FINISHED" if outcome.complete + outcome.pruned == total else "FAILED"
-            tracker.end_parent(parent_run_id, status=status, summary=_summary(study, spec, outcome))
+            summary, status = study_summary(spec, study.get_trials(deepcopy=False))
+            tracker.end_parent(parent_run_id, status="KILLED" if interrupted else status, summary=summary)
     return outcome
+
+
+def prepare_study(
+    loaded: LoadedSpec, project: Project, storage: Any, tracker: Any
+) -> tuple[optuna.Study, str, str]:
+    """Create or load the study, store its spec, and open its MLflow experiment and parent run."""
+    from ablate.tracking import environment_tags
+
+    spec = loaded.spec
+    study = open_study(spec, storage)
+    experiment_id = tracker.experiment_id(spec.experiment)
+    parent_tags = {
+        **environment_tags(),
+        "ablate.storage": redact(project.storage),
+        "ablate.source": str(loaded.path) if loaded.path else "",
+        "ablate.profile": loaded.profile or "",
+        "ablate.overrides": " ".join(loaded.overrides),
+        "ablate.optuna_study": spec.name,
+    }
+    parent_run_id = tracker.parent_run(experiment_id, spec.name, parent_tags)
+    study.set_user_attr("mlflow_experiment_id", experiment_id)
+    study.set_user_attr("mlflow_parent_run_id", parent_run_id)
+    return study, experiment_id, parent_run_id
+
+
+def study_summary(spec: StudySpec, trials: list[FrozenTrial]) -> tuple[dict[str, Any], str]:
+    """The parent run's summary of a study's trials, and its MLflow status (FINISHED or FAILED)."""
+    wanted = {(cell_key(c), s) for c in spec.cells() for s in spec.seeds}
+
+    def pairs(*states: TrialState) -> set[tuple[Any, Any]]:
+        return {(t.user_attrs.get(CELL_ATTR), t.user_attrs.get(SEED_ATTR)) for t in trials if t.state in states} & wanted
+
+    complete, pruned = pairs(TrialState.COMPLETE), pairs(TrialState.PRUNED)
+    failed = pairs(TrialState.FAIL) - complete - pruned
+    summary: dict[str, Any] = {"trials_complete": len(complete), "trials_failed": len(failed), "trials_pruned": len(pruned)}
+    values = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    if values:
+        best = (min if spec.objective.direction == "minimize" else max)(values, key=lambda t: t.value)
+        if math.isfinite(best.value):
+            summary[f"best_{spec.objective.metric}"] = best.value
+        summary["best_trial"] = str(best.number)
+        summary["best_cell"] = best.user_attrs.get(CELL_ATTR, "")
+    return summary, "FINISHED" if len(complete | pruned) == len(wanted) else "FAILED"
+
+
+def _storage_for(url: str, tracker: Any) -> Any:
+    from ablate.storage import open_storage
+    from ablate.worker import StaleTrialHandler
+
+    grace = stale_grace()
+    return open_storage(url, heartbeat=heartbeat_seconds(), grace=grace, on_stale=StaleTrialHandler(lambda: tracker, grace))
+
+
+def heartbeat_seconds() -> int:
+    """Seconds between heartbeats of a running trial: $ABLATE_HEARTBEAT or 15."""
+    from ablate.storage import HEARTBEAT_SECONDS
+
+    return _env_seconds("ABLATE_HEARTBEAT", HEARTBEAT_SECONDS)
+
+
+def stale_grace() -> int:
+    """Seconds without a heartbeat before a trial is stale: $ABLATE_GRACE or 60 (same for all workers)."""
+    from ablate.storage import GRACE_SECONDS
+
+    return _env_seconds("ABLATE_GRACE", GRACE_SECONDS)
+
+
+def _env_seconds(name: str, default: int) -> int:
+    import os
+
+    text = os.environ.get(name)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise AblateError(f"${name} must be a whole number of seconds; received {text!r}") from None
+    if value < 1:
+        raise AblateError(f"${name} must be at least 1 second; received {value}")
+    return value
 
 
 def trial_records(study: optuna.Study) -> list[TrialRecord]:
@@ -322,22 +342,6 @@ def _outcome(
     )
 
 
-def _summary(study: optuna.Study, spec: StudySpec, outcome: StudyOutcome) -> dict[str, Any]:
-    summary: dict[str, Any] = {
-        "trials_complete": outcome.complete,
-        "trials_failed": outcome.failed,
-        "trials_pruned": outcome.pruned,
-    }
-    values = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    if values:
-        best = (min if spec.objective.direction == "minimize" else max)(values, key=lambda t: t.value)
-        if math.isfinite(best.value):
-            summary[f"best_{spec.objective.metric}"] = best.value
-        summary["best_trial"] = str(best.number)
-        summary["best_cell"] = best.user_attrs.get(CELL_ATTR, "")
-    return summary
-
-
 def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
     return len({(t.user_attrs.get(CELL_ATTR), t.user_attrs.get(SEED_ATTR)) for t in study.get_trials(deepcopy=False, states=states)})
 
@@ -347,6 +351,10 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
     a, b = flatten(old), flatten(new)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def _where(storage: Any) -> str:
+    return redact(storage if isinstance(storage, str) else str(getattr(storage, "url", "the storage")))
 
 
 def _is_local(project: Project) -> bool:

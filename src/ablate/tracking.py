@@ -2,21 +2,37 @@
 
 The only module that imports MLflow. Runs are addressed by id through `MlflowClient`, never
 through MLflow's global "active run", so nothing here depends on call order or threads.
+
+Every call to the tracking store is retried while the store is unreachable or busy (an MLflow
+server restarting, a local SQLite store locked by another worker), up to a deadline; past it the
+error is raised, so the trial fails with the reason instead of losing its metrics silently.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
+import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 import ablate
+
+T = TypeVar("T")
+log = logging.getLogger("ablate.tracking")
+RETRY_ENV = "ABLATE_TRACKING_RETRY_SECONDS"
+RETRY_SECONDS = 600.0
+# Error codes of answers that may succeed when asked again (the server restarting, overloaded).
+TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"}
 
 TrialState = Literal["complete", "failed", "pruned", "interrupted"]
 MLFLOW_STATUS = {"complete": "FINISHED", "failed": "FAILED", "pruned": "FINISHED", "interrupted": "KILLED"}
@@ -35,26 +51,27 @@ class TrialRun:
         """Params under their dotted names; MLflow takes at most 100 per call."""
         items = [Param(name, _param_value(value)) for name, value in sorted(params.items())]
         for start in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[start : start + 100])
+            batch = items[start : start + 100]
+            retry_tracking(lambda: self.client.log_batch(self.run_id, params=batch), what="log params")
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """All metrics of one epoch in one call, with `step=epoch`."""
         timestamp = _now_ms()
-        self.client.log_batch(
-            self.run_id, metrics=[Metric(name, float(value), timestamp, step) for name, value in metrics.items()]
-        )
+        batch = [Metric(name, float(value), timestamp, step) for name, value in metrics.items()]
+        retry_tracking(lambda: self.client.log_batch(self.run_id, metrics=batch), what=f"log metrics of step {step}")
 
     def log_image(self, image: np.ndarray, artifact_file: str) -> None:
         """A uint8 image as a PNG artifact."""
-        self.client.log_image(self.run_id, image, artifact_file=artifact_file)
+        retry_tracking(lambda: self.client.log_image(self.run_id, image, artifact_file=artifact_file), what=artifact_file)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         """A text artifact, e.g. the model summary."""
-        self.client.log_text(self.run_id, text, artifact_file)
+        retry_tracking(lambda: self.client.log_text(self.run_id, text, artifact_file), what=artifact_file)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         """Tags, values cut to MLflow's limit."""
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:MAX_TAG]) for k, v in tags.items()])
+        batch = [RunTag(k, str(v)[:MAX_TAG]) for k, v in tags.items()]
+        retry_tracking(lambda: self.client.log_batch(self.run_id, tags=batch), what="set tags")
 
     def finish(self, state: TrialState, *, error: BaseException | None = None, epoch: int | None = None) -> None:
         """End the run with the status that matches the trial's state, recording why it ended."""
@@ -69,7 +86,7 @@ class TrialRun:
             except Exception:  # the tag above already holds the reason
                 pass
         self.set_tags(tags)
-        self.client.set_terminated(self.run_id, status=MLFLOW_STATUS[state])
+        retry_tracking(lambda: self.client.set_terminated(self.run_id, status=MLFLOW_STATUS[state]), what="end run")
 
 
 class Tracker:
@@ -82,35 +99,58 @@ class Tracker:
 
     def experiment_id(self, name: str) -> str:
         """The experiment's id, created (with its artifacts under the project folder) if new."""
-        experiment = self.client.get_experiment_by_name(name)
+        experiment = retry_tracking(lambda: self.client.get_experiment_by_name(name), what="find the experiment")
         if experiment is not None:
             if experiment.lifecycle_stage == "deleted":
-                self.client.restore_experiment(experiment.experiment_id)
+                retry_tracking(lambda: self.client.restore_experiment(experiment.experiment_id), what="restore")
             return experiment.experiment_id
         location = f"{self._artifact_root}/{name}" if self._artifact_root else None
-        return self.client.create_experiment(name, artifact_location=location)
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException as error:
+            # Another worker created it first: use theirs.
+            found = retry_tracking(lambda: self.client.get_experiment_by_name(name), what="find the experiment")
+            if found is None:
+                raise error from None
+            return found.experiment_id
 
     def parent_run(self, experiment_id: str, study: str, tags: dict[str, Any]) -> str:
         """The study's parent run: reopened when the study resumes, created otherwise."""
-        found = self.client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{PARENT_TAG}` = 'study' and tags.`ablate.study` = '{study}'",
-            max_results=1,
-        )
-        if found:
-            run_id = found[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
+        run_id = self.find_parent(experiment_id, study)
+        if run_id is not None:
+            retry_tracking(lambda: self.client.update_run(run_id, status="RUNNING"), what="reopen the parent run")
         else:
-            run_id = self.client.create_run(
-                experiment_id, run_name=study, tags={PARENT_TAG: "study", "ablate.study": study}
-            ).info.run_id
+            run_id = retry_tracking(
+                lambda: self.client.create_run(
+                    experiment_id, run_name=study, tags={PARENT_TAG: "study", "ablate.study": study}
+                ).info.run_id,
+                what="create the parent run",
+            )
         TrialRun(self.client, run_id).set_tags(tags)
         return run_id
+
+    def find_parent(self, experiment_id: str, study: str) -> str | None:
+        """The id of the study's parent run in this store, if it has one."""
+        found = retry_tracking(
+            lambda: self.client.search_runs(
+                [experiment_id],
+                filter_string=f"tags.`{PARENT_TAG}` = 'study' and tags.`ablate.study` = '{study}'",
+                max_results=1,
+            ),
+            what="find the parent run",
+        )
+        return found[0].info.run_id if found else None
 
     def start_trial(self, experiment_id: str, parent_run_id: str, name: str, tags: dict[str, Any]) -> TrialRun:
         """A nested run under the study's parent run."""
         all_tags = {"mlflow.parentRunId": parent_run_id, PARENT_TAG: "trial", **tags}
-        run = self.client.create_run(experiment_id, run_name=name, tags={k: str(v)[:MAX_TAG] for k, v in all_tags.items()})
+        # A create whose answer was lost may leave one empty extra run; a missing run would be worse.
+        run = retry_tracking(
+            lambda: self.client.create_run(
+                experiment_id, run_name=name, tags={k: str(v)[:MAX_TAG] for k, v in all_tags.items()}
+            ),
+            what="create the trial's run",
+        )
         return TrialRun(self.client, run.info.run_id)
 
     def end_parent(self, run_id: str, *, status: str, summary: dict[str, Any]) -> None:
@@ -120,17 +160,60 @@ class Tracker:
         if metrics:
             run.log_metrics(0, metrics)
         run.set_tags({f"ablate.{k}": v for k, v in summary.items() if k not in metrics})
-        self.client.set_terminated(run_id, status=status)
+        retry_tracking(lambda: self.client.set_terminated(run_id, status=status), what="end the parent run")
 
-    def end_stale(self, run_id: str, reason: str) -> None:
-        """End a run left RUNNING by a process that died, with the reason."""
+    def end_stale(self, run_id: str, reason: str, *, tags: dict[str, Any] | None = None) -> bool:
+        """End a run left RUNNING by a process that died, with the reason; False if it had ended."""
         run = TrialRun(self.client, run_id)
         try:
-            if self.client.get_run(run_id).info.status == "RUNNING":
-                run.set_tags({"ablate.state": "interrupted", "ablate.error": reason})
-                self.client.set_terminated(run_id, status="KILLED")
-        except Exception:  # the run may be gone with a deleted experiment; nothing to end
-            pass
+            status = retry_tracking(lambda: self.client.get_run(run_id).info.status, what="read a stale run")
+        except MlflowException as error:
+            if error.error_code == "RESOURCE_DOES_NOT_EXIST":  # gone with a deleted experiment
+                return False
+            raise
+        if status != "RUNNING":
+            return False
+        run.set_tags({"ablate.state": "interrupted", "ablate.error": reason, **(tags or {})})
+        retry_tracking(lambda: self.client.set_terminated(run_id, status="KILLED"), what="end a stale run")
+        return True
+
+    def tag(self, run_id: str, tags: dict[str, Any]) -> None:
+        """Add tags to any run (e.g. a killed run's link to its retry)."""
+        TrialRun(self.client, run_id).set_tags(tags)
+
+
+def retry_tracking(call: Callable[[], T], *, what: str, timeout: float | None = None) -> T:
+    """Run a tracking call, repeating it with backoff while the store is unreachable or busy.
+
+    Args:
+        call: the call; repeating it must be harmless (logging the same batch twice is).
+        what: what the call logs, for the warning line.
+        timeout: give up after this many seconds (default: $ABLATE_TRACKING_RETRY_SECONDS or 600).
+    """
+    limit = timeout if timeout is not None else float(os.environ.get(RETRY_ENV, RETRY_SECONDS))
+    deadline = time.monotonic() + limit
+    delay = 0.5
+    while True:
+        try:
+            return call()
+        except Exception as error:
+            if not _transient(error) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("MLflow unreachable (%s), retrying in %.1fs: %s", what, delay, str(error).splitlines()[0][:300])
+            time.sleep(delay)
+            delay = min(delay * 2, 15.0)
+
+
+def _transient(error: BaseException) -> bool:
+    import requests
+
+    if isinstance(error, MlflowException):
+        return error.error_code in TRANSIENT_CODES or "database is locked" in str(error)
+    if isinstance(error, requests.HTTPError):
+        return error.response is None or error.response.status_code >= 500 or error.response.status_code == 429
+    if isinstance(error, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+        return True
+    return "database is locked" in str(error)
 
 
 def environment_tags() -> dict[str, str]:
