@@ -97,8 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Running the same study again resumes it.",
     )
     run.add_argument("study_file", type=Path, help="a study file, e.g. studies/skip_vs_noskip.yaml")
-    run.add_argument("--workers", type=int, metavar="N", help="run N local `ablate worker` processes (default 1, or one per --gpus)")
-    run.add_argument("--gpus", metavar="LIST", help="GPU indices for the workers, e.g. 0,1 (worker i uses GPU i mod count)")
+    from ablate.launch import gpu_list, worker_count  # light: argparse types only
+
+    run.add_argument("--workers", type=worker_count, metavar="N", help="run N local `ablate worker` processes (default 1, or one per --gpus)")
+    run.add_argument("--gpus", type=gpu_list, default=(), metavar="LIST", help="GPU indices for the workers, e.g. 0,1 (worker i uses GPU i mod count)")
     run.set_defaults(handler=_run)
 
     validate = commands.add_parser(
@@ -157,12 +159,9 @@ def _run(args: argparse.Namespace, console: Any) -> int:
 
     loaded = load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides))
     project = _project(args)
-    from ablate.launch import parse_gpus
-
-    gpus = parse_gpus(args.gpus) if args.gpus else ()
-    workers = args.workers if args.workers is not None else max(1, len(gpus))
+    workers = args.workers if args.workers is not None else max(1, len(args.gpus))
     with StudyProgress(console) as progress:
-        outcome = run_study(loaded, project, progress=progress, workers=workers, gpus=gpus)
+        outcome = run_study(loaded, project, progress=progress, workers=workers, gpus=args.gpus)
     _print_outcome(console, outcome)
     return 0 if outcome.failed == 0 else 1
 

@@ -8,6 +8,7 @@ so a password in a URL does not show in the process list.
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -23,12 +24,19 @@ class WorkerFailedError(AblateError):
     """A local worker process ended with an error."""
 
 
-def parse_gpus(text: str) -> tuple[str, ...]:
-    """`0,1` → ("0", "1"): GPU indices as CUDA numbers them; a clear error for anything else."""
+def gpu_list(text: str) -> tuple[str, ...]:
+    """`--gpus 0,1` → ("0", "1"): GPU indices as CUDA numbers them (an argparse type)."""
     items = tuple(item.strip() for item in text.split(","))
-    if not items or any(not item.isdigit() for item in items) or len(set(items)) != len(items):
-        raise AblateError(f"--gpus expects distinct GPU indices separated by commas, e.g. --gpus 0,1; received {text!r}")
+    if any(not item.isdigit() for item in items) or len(set(items)) != len(items):
+        raise argparse.ArgumentTypeError(f"expected distinct GPU indices separated by commas, e.g. 0,1; received {text!r}")
     return items
+
+
+def worker_count(text: str) -> int:
+    """`--workers N`: a whole number >= 1 (an argparse type)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, received {text!r}")
+    return int(text)
 
 
 def worker_env(project: Project, gpu: str | None) -> dict[str, str]:
