@@ -322,6 +322,30 @@ def test_concurrent_pops_take_each_enqueued_trial_once_and_create_none() -> None
         assert {t.state for t in trials} == {TrialState.RUNNING}
 
 
+def test_a_second_trial_of_the_same_pair_is_skipped_not_run() -> None:
+    from rich.console import Console
+
+    from ablate.progress import StudyProgress
+    from ablate.spec import spec_from_dict
+    from ablate.storage import open_storage
+    from ablate.worker import StudyWork, pop_trial, run_trial
+
+    spec = spec_from_dict(tiny_study(name="twice", repeats=1, factors={"model.skip": ["none"]})).spec
+    with database("twice") as storage:
+        rdb = open_storage(storage, heartbeat=5, grace=30)
+        study = optuna.create_study(study_name="twice", storage=rdb)
+        for _ in range(2):  # as a `submit` racing a retry could
+            study.enqueue_trial({"model.skip": "none"}, user_attrs={"ablate.cell": "model.skip=none", "ablate.seed": 0})
+        work = StudyWork(study, rdb, spec, None, "", "")  # type: ignore[arg-type]  # skipped before any tracking
+        first, second = pop_trial(work), pop_trial(work)
+        assert (first.number, second.number) == (0, 1)
+        run_trial(work, second, progress=StudyProgress(Console(quiet=True)), requeue_on_interrupt=False)
+        told = load(storage, "twice").trials
+        assert [t.state for t in told] == [TrialState.RUNNING, TrialState.FAIL]
+        assert "skipped: trial 0 (RUNNING) holds model.skip=none seed=0" in told[1].user_attrs["ablate.error"]
+        assert "mlflow_run_id" not in told[1].user_attrs  # nothing ran, nothing logged
+
+
 @pytest.mark.slow
 def test_three_workers_run_a_12_trial_grid_exactly_once(workers: Workers, mlflow_server: MlflowServer) -> None:
     raw = tiny_study(
