@@ -71,3 +71,10 @@ def test_run_with_two_local_workers_runs_each_trial_once(tmp_path: Path, write_s
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 4
     parent = client.search_runs([experiment.experiment_id], filter_string="tags.`ablate.role` = 'study'")
     assert [p.info.status for p in parent] == ["FINISHED"]
+
+
+def test_passwords_in_urls_are_scrubbed_from_text() -> None:
+    from ablate.tracking import scrub
+
+    text = "could not reach postgresql+psycopg2://bob:p@ss/w@db.example:5432/optuna (http://h:5000/x, me@example.com)"
+    assert scrub(text) == "could not reach postgresql+psycopg2://bob:***@db.example:5432/optuna (http://h:5000/x, me@example.com)"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import time
 import traceback
@@ -79,8 +80,8 @@ class TrialRun:
         if epoch is not None:
             tags["ablate.stopped_epoch"] = epoch
         if error is not None:
-            tags["ablate.error"] = f"{type(error).__name__}: {error}"
-            text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            tags["ablate.error"] = scrub(f"{type(error).__name__}: {error}")
+            text = scrub("".join(traceback.format_exception(type(error), error, error.__traceback__)))
             try:
                 self.log_text(text, "error.txt")
             except Exception:  # the tag above already holds the reason
@@ -199,9 +200,16 @@ def retry_tracking(call: Callable[[], T], *, what: str, timeout: float | None = 
         except Exception as error:
             if not _transient(error) or time.monotonic() + delay > deadline:
                 raise
-            log.warning("MLflow unreachable (%s), retrying in %.1fs: %s", what, delay, str(error).splitlines()[0][:300])
+            first = (str(error).splitlines() or [""])[0][:300]
+            log.warning("MLflow unreachable (%s), retrying in %.1fs: %s", what, delay, scrub(first))
             time.sleep(delay)
             delay = min(delay * 2, 15.0)
+
+
+def scrub(text: str) -> str:
+    """Text with the password of any URL in it replaced by *** (for logs, tags and error attrs)."""
+    # Up to the last @ before the host, since a password may itself hold an @.
+    return re.sub(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)\S*@(?=[^@\s/]*(?:[/\s]|$))", r"\1***@", text)
 
 
 def _transient(error: BaseException) -> bool:

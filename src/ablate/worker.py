@@ -47,7 +47,7 @@ from ablate.study import (
     StudyNotFoundError,
     study_summary,
 )
-from ablate.tracking import Tracker, environment_tags
+from ablate.tracking import Tracker, environment_tags, scrub
 
 log = logging.getLogger("ablate.worker")
 
@@ -374,13 +374,6 @@ def end_if_done(work: StudyWork) -> bool:
 def has_running(work: StudyWork) -> bool:
     """Whether some trial still runs (it may yet go stale and come back as a retry)."""
     return bool(work.trials((TrialState.RUNNING,)))
-
-
-def scrub(text: str) -> str:
-    """Text with the passwords of any URLs in it replaced by ***."""
-    import re
-
-    return re.sub(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)
 
 
 def _duplicate_of(work: StudyWork, number: int, key: str, seed: int) -> str | None:
