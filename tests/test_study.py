@@ -105,3 +105,11 @@ def test_changed_settings_refuse_to_resume(project) -> None:
     run(tiny_study(name="conflict", repeats=1, factors={"model.skip": ["none"]}), project)
     with pytest.raises(StudyConflictError, match=r"train.epochs: 2 -> 1"):
         run(tiny_study(name="conflict", repeats=1, factors={"model.skip": ["none"]}), project, overrides=["train.epochs=1"])
+
+
+def test_a_grid_never_prunes_a_slow_cell(project) -> None:
+    # Four good trials, then a cell that learns nothing: Optuna's default median pruner would stop
+    # its trials after the fifth; an ablation needs every seed of every cell.
+    raw = tiny_study(name="noprune", factors={"train.learning_rate": [0.01, 1.0e-9]}, repeats=4)
+    outcome = run(raw, project)
+    assert (outcome.complete, outcome.pruned, outcome.failed) == (8, 0, 0)

@@ -88,6 +88,7 @@ def open_study(spec: StudySpec, storage: Any) -> optuna.Study:
         direction=spec.objective.direction,
         # Every trial of a grid is enqueued with fixed params; the sampler is never consulted.
         sampler=optuna.samplers.RandomSampler(seed=spec.seed),
+        pruner=pruner_for(spec),
         load_if_exists=True,
     )
     stored = study.user_attrs.get(FINGERPRINT_ATTR)
@@ -104,6 +105,16 @@ def open_study(spec: StudySpec, storage: Any) -> optuna.Study:
         )
     study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
     return study
+
+
+def pruner_for(spec: StudySpec) -> optuna.pruners.BasePruner:
+    """The study's pruner. A grid compares every cell over the same epochs, so it never prunes.
+
+    Optuna's default (the median pruner) would stop cells that start slowly, and an ablation
+    would then lose exactly the seeds it needs for paired differences. Trials still report every
+    epoch, so a search design can bring a pruner in here.
+    """
+    return optuna.pruners.NopPruner()
 
 
 def load_study(name: str, storage: str) -> optuna.Study:

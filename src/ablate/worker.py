@@ -45,6 +45,7 @@ from ablate.study import (
     SEED_ATTR,
     SPEC_ATTR,
     StudyNotFoundError,
+    pruner_for,
     study_summary,
 )
 from ablate.tracking import Tracker, environment_tags, scrub
@@ -121,6 +122,7 @@ def attach(name: str, storage: RDBStorage, tracker: Tracker) -> StudyWork:
             f"study {name!r} holds no ablate study spec (user attr {SPEC_ATTR!r}); submit it with `ablate submit`"
         )
     spec = StudySpec.model_validate(attrs[SPEC_ATTR])
+    study.pruner = pruner_for(spec)  # load_study would bring Optuna's default median pruner
     experiment_id = tracker.experiment_id(spec.experiment)
     parent = attrs.get("mlflow_parent_run_id")
     if not parent or tracker.find_parent(experiment_id, spec.name) != parent:
