@@ -5,7 +5,7 @@ Part 1: one process, N trials (default 1,000) on each storage: in memory, the lo
 Part 2: trials/s with 1, 2, 4, 8 worker processes sharing one PostgreSQL study.
 
     .venv/bin/python benchmarks/storage_overhead.py --trials 1000 \
-        --postgres postgresql://postgres@127.0.0.1:5432/postgres
+        --postgres postgresql+psycopg2://postgres@127.0.0.1:5432/postgres
 
 The PostgreSQL parts need a driver (psycopg2) and create, then drop, their own database.
 """

@@ -63,8 +63,11 @@ def main() -> None:
 
     counter = iter(range(10_000))
 
+    # One project folder for all runs, as in a real study: the stores' one-off creation (MLflow's
+    # schema migrations) is not a per-trial cost.
+    home = Path(tempfile.mkdtemp(prefix="ablate-bench-"))
+
     def ablate_trial() -> None:
-        home = Path(tempfile.mkdtemp(prefix="ablate-bench-"))
         loaded = spec_from_dict({**raw, "name": f"overhead-{next(counter)}"})
         with StudyProgress(Console(file=io.StringIO())) as progress:
             run_study(loaded, resolve_project(home=home), progress=progress)
