@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, tiny_study
+from conftest import tiny_study
 
 ABLATE = shutil.which("ablate", path=str(Path(sys.executable).parent)) or "ablate"
 HEAVY = ("keras", "tensorflow", "optuna", "mlflow", "pandas", "scipy")

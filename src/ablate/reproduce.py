@@ -13,7 +13,6 @@ from typing import Any
 
 from ablate.analysis import CI_METHOD, cell_values, level_values, mean_ci, observations_from, study_effects
 from ablate.home import Project, redact
-from ablate.progress import StudyProgress
 from ablate.errors import AblateError
 from ablate.spec import LoadedSpec, load_spec
 

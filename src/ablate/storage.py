@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 import optuna
 from optuna.storages import RDBStorage
 
+from ablate.backoff import retry_transient
 from ablate.errors import AblateError
 
 T = TypeVar("T")
@@ -108,22 +108,19 @@ def retry(call: Callable[[], T], *, what: str, timeout: float | None = None) -> 
         StorageUnavailableError: still unreachable at the timeout.
     """
     limit = timeout if timeout is not None else float(os.environ.get(RECONNECT_ENV, RECONNECT_SECONDS))
-    deadline = time.monotonic() + limit
-    delay = 0.5
-    while True:
-        try:
-            return call()
-        except Exception as error:
-            if not is_transient(error):
-                raise
-            if time.monotonic() + delay > deadline:
-                raise StorageUnavailableError(
-                    f"the Optuna storage stayed unreachable for {limit:.0f}s ({what}): {type(error).__name__}"
-                ) from error
-            # The driver's message names host and port only, never the password.
-            log.warning("storage unreachable (%s), retrying in %.1fs: %s", what, delay, _first_line(error))
-            time.sleep(delay)
-            delay = min(delay * 2, 15.0)
+
+    def warn(error: BaseException, delay: float) -> None:
+        # The driver's message names host and port only, never the password.
+        log.warning("storage unreachable (%s), retrying in %.1fs: %s", what, delay, _first_line(error))
+
+    try:
+        return retry_transient(call, transient=is_transient, timeout=limit, on_retry=warn)
+    except Exception as error:
+        if not is_transient(error):
+            raise
+        raise StorageUnavailableError(
+            f"the Optuna storage stayed unreachable for {limit:.0f}s ({what}): {type(error).__name__}"
+        ) from error
 
 
 class Heartbeat:

@@ -27,6 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 import ablate
+from ablate.backoff import retry_transient
 
 T = TypeVar("T")
 log = logging.getLogger("ablate.tracking")
@@ -192,18 +193,12 @@ def retry_tracking(call: Callable[[], T], *, what: str, timeout: float | None = 
         timeout: give up after this many seconds (default: $ABLATE_TRACKING_RETRY_SECONDS or 600).
     """
     limit = timeout if timeout is not None else float(os.environ.get(RETRY_ENV, RETRY_SECONDS))
-    deadline = time.monotonic() + limit
-    delay = 0.5
-    while True:
-        try:
-            return call()
-        except Exception as error:
-            if not _transient(error) or time.monotonic() + delay > deadline:
-                raise
-            first = (str(error).splitlines() or [""])[0][:300]
-            log.warning("MLflow unreachable (%s), retrying in %.1fs: %s", what, delay, scrub(first))
-            time.sleep(delay)
-            delay = min(delay * 2, 15.0)
+
+    def warn(error: BaseException, delay: float) -> None:
+        first = (str(error).splitlines() or [""])[0][:300]
+        log.warning("MLflow unreachable (%s), retrying in %.1fs: %s", what, delay, scrub(first))
+
+    return retry_transient(call, transient=_transient, timeout=limit, on_retry=warn)
 
 
 def scrub(text: str) -> str:
@@ -252,6 +247,5 @@ def _param_value(value: Any) -> str:
 
 
 def _now_ms() -> int:
-    import time
 
     return int(time.time() * 1000)

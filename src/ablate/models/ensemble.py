@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import keras
 import numpy as np
-from keras import layers, ops
+from keras import layers
 
 
 @keras.saving.register_keras_serializable(package="ablate")
