@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run.add_argument("--workers", type=worker_count, metavar="N", help="run N local `ablate worker` processes (default 1, or one per --gpus)")
     run.add_argument("--gpus", type=gpu_list, default=(), metavar="LIST", help="GPU indices for the workers, e.g. 0,1 (worker i uses GPU i mod count)")
+    from ablate.launch import add_recycle_option  # light: argparse only
+
+    add_recycle_option(run, what="run every trial in this process")
     run.set_defaults(handler=_run)
 
     validate = commands.add_parser(
@@ -128,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE", help="override a setting (repeatable)"
     )
+    add_recycle_option(reproduce, what="run every trial in this process")
     reproduce.set_defaults(handler=_reproduce)
 
     ui = commands.add_parser(
@@ -161,7 +165,9 @@ def _run(args: argparse.Namespace, console: Any) -> int:
     project = _project(args)
     workers = args.workers if args.workers is not None else max(1, len(args.gpus))
     with StudyProgress(console) as progress:
-        outcome = run_study(loaded, project, progress=progress, workers=workers, gpus=args.gpus)
+        outcome = run_study(
+            loaded, project, progress=progress, workers=workers, gpus=args.gpus, recycle_after=args.recycle_after
+        )
     _print_outcome(console, outcome)
     return 0 if outcome.failed == 0 else 1
 
@@ -188,7 +194,7 @@ def _validate(args: argparse.Namespace, console: Any) -> int:
     for profile in spec.profiles:  # every profile must apply cleanly, not only the chosen one
         load_spec(args.study_file, profile=profile, overrides=tuple(args.overrides))
     cells = spec.cells()
-    trials = len(cells) * spec.repeats
+    trials = spec.planned_trials
     table = Table(title=f"study {spec.name}" + (f" (profile {loaded.profile})" if loaded.profile else ""), show_header=False)
     table.add_column(style="bold")
     table.add_column()
@@ -197,13 +203,19 @@ def _validate(args: argparse.Namespace, console: Any) -> int:
     table.add_row("data", f"{spec.data.dataset}, {size} train / {spec.data.val_size} val / {spec.data.test_size} test, noise {spec.data.noise.factor}")
     table.add_row("model", ", ".join(f"{k}={v}" for k, v in spec.model.model_dump().items()))
     table.add_row("train", ", ".join(f"{k}={v}" for k, v in spec.train.model_dump().items()))
-    for name, levels in spec.factors.items():
-        table.add_row(f"factor {name}", ", ".join(map(str, levels)))
-    table.add_row("design", f"{spec.design}: {len(cells)} cell(s)")
-    table.add_row("seeds", f"{spec.repeats} per cell: {spec.seeds}")
+    for name, factor in spec.factors.items():
+        table.add_row(f"factor {name}", factor.describe())
+    if spec.design == "search":
+        search = spec.search
+        table.add_row("design", f"search with {spec.engine} sampler {search.sampler}, pruner {search.pruner}")
+        table.add_row("seeds", f"{spec.repeats} ({search.seeds}: {'each trial trains every seed' if search.seeds == 'average' else 'one per trial, in turn'}): {spec.seeds}")
+    else:
+        table.add_row("design", f"{spec.design}: {len(cells)} cell(s)")
+        table.add_row("seeds", f"{spec.repeats} per cell: {spec.seeds}")
     table.add_row("trials", str(trials))
-    table.add_row("objective", f"{spec.objective.direction} {spec.objective.metric} (last epoch)")
-    epochs = trials * spec.train.epochs
+    objectives = "; ".join(f"{o.direction} {o.metric}" for o in spec.objective)
+    table.add_row("objective", f"{objectives} (last epoch)")
+    epochs = trials * spec.train.epochs * (spec.repeats if spec.design == "search" and spec.search.seeds == "average" else 1)
     images = f"x {spec.data.train_size:,} images" if spec.data.train_size else "over the full training split"
     table.add_row("work", f"{epochs} training epochs in all ({spec.train.epochs} per trial) {images}")
     table.add_row("profiles", ", ".join(spec.profiles) or "-")
@@ -224,7 +236,7 @@ def _reproduce(args: argparse.Namespace, console: Any) -> int:
     loaded = load_reproduction(args.name, profile=args.profile, overrides=tuple(args.overrides))
     project = _project(args)
     with StudyProgress(console) as progress:
-        outcome = run_study(loaded, project, progress=progress)
+        outcome = run_study(loaded, project, progress=progress, recycle_after=args.recycle_after)
     _print_outcome(console, outcome)
     result = compare(args.name, loaded, project)
     out = Console()

@@ -46,7 +46,11 @@ class DataConfig(Frozen):
 
 
 class ModelConfig(Frozen):
-    """The U-Net-style denoising autoencoder of the slides.
+    """The U-Net-style denoising autoencoder of the slides, and which task it is trained for.
+
+    `family` picks the task a trial runs (see `ablate.families`): `unet`, the denoising
+    autoencoder; `diffusion`, the same network as an incremental denoiser (settings under
+    `diffusion`); `ensemble`, a weighted sum of trained members (settings under `ensemble`).
 
     Encoder: `depth` stages of Conv2D(filters * 2**i) + MaxPooling; bottleneck Conv2D(filters *
     2**depth); decoder: per stage Conv2D + upsampling, merged with the encoder map of the same
@@ -59,7 +63,7 @@ class ModelConfig(Frozen):
     Dropout after each stage.
     """
 
-    family: Literal["unet"] = "unet"
+    family: Literal["unet", "diffusion", "ensemble"] = "unet"
     depth: int = Field(2, ge=1, le=4)
     filters: int = Field(64, ge=1, le=1024)
     skip: Literal["none", "concat", "add"] = "concat"
@@ -98,10 +102,36 @@ class DiffusionConfig(Frozen):
     conditioned: bool = False
 
 
+class EnsembleConfig(Frozen):
+    """Members of a weighted ensemble and how they are found (`model.family: ensemble`).
+
+    `source: study` takes the `members` best complete trials of the study named `study` (their
+    saved `.keras` models); `source: train` trains `members` models inside the trial, one per seed
+    seed .. seed + members - 1, with the trial's `model` settings. Weights are searched on the
+    validation split (simplex parametrisation) and reported on the test split.
+    """
+
+    source: Literal["study", "train"] = "train"
+    study: str | None = Field(None, description="the study whose trials' saved models are the members")
+    members: int = Field(3, ge=1, le=32)
+    weight_trials: int = Field(200, ge=1, le=100_000, description="weight vectors tried per trial (source: train)")
+
+    @model_validator(mode="after")
+    def _study_named(self) -> EnsembleConfig:
+        if self.source == "study" and not self.study:
+            raise ValueError("ensemble.source: study needs ensemble.study, the name of the study with the members")
+        return self
+
+
 class TrainConfig(Frozen):
-    """Optimiser, loss and schedule of one trial."""
+    """Optimiser, loss and schedule of one trial.
+
+    The budget is `epochs`, or wall time with `max_seconds`: training stops after the epoch in
+    which that many seconds have passed (never mid-epoch, so every logged epoch is complete).
+    """
 
     epochs: int = Field(20, ge=1, le=10_000)
+    max_seconds: float | None = Field(None, gt=0, description="stop after the epoch that passes this wall time")
     batch_size: int = Field(128, ge=1, le=65_536)
     learning_rate: float = Field(1e-3, gt=0.0)
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
@@ -114,6 +144,8 @@ class RunConfig(Frozen):
     data: DataConfig
     model: ModelConfig
     train: TrainConfig
+    diffusion: DiffusionConfig = DiffusionConfig()
+    ensemble: EnsembleConfig = EnsembleConfig()
     seed: int = Field(ge=0)
 
     @model_validator(mode="after")
@@ -127,8 +159,13 @@ class RunConfig(Frozen):
         return self
 
     def flat(self) -> dict[str, Any]:
-        """Every setting under its dotted name (`model.skip`, `data.noise.factor`, `seed`)."""
-        return flatten(self.model_dump(mode="json"))
+        """Every setting under its dotted name (`model.skip`, `data.noise.factor`, `seed`).
+
+        The `diffusion` and `ensemble` sections appear only for their own family, so an
+        autoencoder's run is not cluttered with settings it never reads.
+        """
+        unused = {"diffusion", "ensemble"} - {self.model.family}
+        return flatten(self.model_dump(mode="json", exclude=unused))
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,14 +1,18 @@
-"""One trial from its frozen config to its objective value: data, model, fit, images.
+"""One trial from its frozen config to its metrics: the family's training, behind one signature.
 
 Neither Optuna nor MLflow is imported here: the caller passes a `TrialLog` (the MLflow run) and
 a `report` hook (Optuna's pruning hook), so a finished trial can be retrained from its logged
-params alone with the same function.
+params alone with the same function. Each `model.family` lives in `ablate.families.<family>` and
+exposes `train(run, context) -> TrialResult`.
 """
 
 from __future__ import annotations
 
 import gc
+import importlib
 import io
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -16,16 +20,16 @@ from typing import Protocol
 import numpy as np
 
 from ablate.config import RunConfig
-from ablate.images import reconstruction_grid
-from ablate.spec import ObjectiveSpec, TrackingSpec
+from ablate.spec import TrackingSpec
 
 
 class TrialLog(Protocol):
-    """Where a trial's metrics, images and text go (an MLflow run in practice)."""
+    """Where a trial's metrics, images and files go (an MLflow run in practice)."""
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None: ...
     def log_image(self, image: np.ndarray, artifact_file: str) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
+    def log_file(self, local_path: str, artifact_path: str | None = None) -> None: ...
 
 
 class TrialProgress(Protocol):
@@ -36,92 +40,85 @@ class TrialProgress(Protocol):
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
 
 
+Report = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What a family's `train` gets besides the run config: where to log, and the pruning hook.
+
+    `report(epoch, metrics)` is called after each epoch with that epoch's metrics; it may raise
+    `optuna.TrialPruned` to stop the trial.
+    """
+
+    tracking: TrackingSpec
+    log: TrialLog
+    progress: TrialProgress
+    label: str
+    report: Report | None = None
+
+
 @dataclass(frozen=True)
 class TrialResult:
-    """The objective value and what produced it."""
+    """The final value of every metric the trial logged, and how it got there.
 
-    value: float
+    `metrics` holds each metric at the last epoch run, plus `parameters`; a study's objectives
+    are looked up in it by name.
+    """
+
+    metrics: dict[str, float]
     epochs_run: int
     parameters: int
     history: dict[str, list[float]]
+    stopped: str = "epochs"  # or "max_seconds": the wall-time budget ended training
+
+    def value(self, metric: str) -> float:
+        """One metric's final value; KeyError names the metrics there are."""
+        if metric not in self.metrics:
+            raise KeyError(f"the trial logged no {metric!r}; it logged {sorted(self.metrics)}")
+        return self.metrics[metric]
 
 
 def train_trial(
     run: RunConfig,
     *,
-    objective: ObjectiveSpec,
     tracking: TrackingSpec,
     log: TrialLog,
     progress: TrialProgress,
     label: str,
-    report: Callable[[int, float], None] | None = None,
+    report: Report | None = None,
 ) -> TrialResult:
-    """Build, train and evaluate one configuration, logging as it goes.
+    """Build, train and evaluate one configuration of any family, logging as it goes.
 
     Args:
-        run: the trial's frozen config (data, model, train, seed).
-        objective: which logged metric is the trial's value.
-        tracking: image settings.
-        log: receives per-epoch metrics (`step=epoch`), reconstruction grids and the summary.
+        run: the trial's frozen config (data, model, train, diffusion, ensemble, seed).
+        tracking: image and model-saving settings.
+        log: receives per-epoch metrics (`step=epoch`), images, the model and its summary.
         progress: the terminal display.
         label: a short name of the trial for the display.
-        report: called with (epoch, objective metric) after each epoch; may raise to prune.
+        report: called with (epoch, metrics) after each epoch; may raise to prune.
     """
     import keras
-
-    from ablate.data import load_splits, training_noise
-    from ablate.models import build_unet
-    from ablate.train import compile_model, fit
 
     keras.backend.clear_session()
     gc.collect()
     keras.utils.set_random_seed(run.seed)
-    splits = load_splits(run.data)
-    x_train_noisy = training_noise(splits.x_train, run.data, run.seed)
-    model = build_unet(run.model, splits.shape)
-    compile_model(model, run.train)
-    log.log_text(_summary(model), "model_summary.txt")
-    parameters = int(model.count_params())
-
-    fixed_clean = splits.x_val[: tracking.images]
-    fixed_noisy = splits.x_val_noisy[: tracking.images]
-
-    def picture(name: str) -> None:
-        # A direct call, not predict(): predict() builds a new tf.function for each new model.
-        reconstructed = keras.ops.convert_to_numpy(model(fixed_noisy, training=False))
-        log.log_image(reconstruction_grid(fixed_clean, fixed_noisy, reconstructed), f"reconstructions/{name}.png")
-
-    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        log.log_metrics(epoch, metrics)
-        progress.epoch(epoch, metrics)
-        if tracking.image_every and epoch % tracking.image_every == 0 and epoch != run.train.epochs:
-            picture(f"epoch_{epoch:03d}")
-        if report is not None:
-            report(epoch, metrics[objective.metric])
-
-    batches = -(-len(splits.x_train) // run.train.batch_size)
-    progress.start_trial(label, run.train.epochs, batches)
-    result = fit(
-        model,
-        x_train_noisy=x_train_noisy,
-        x_train=splits.x_train,
-        x_val_noisy=splits.x_val_noisy,
-        x_val=splits.x_val,
-        cfg=run.train,
-        seed=run.seed,
-        on_epoch=on_epoch,
-        on_batch=progress.batch,
-    )
-    picture("final")
-    return TrialResult(
-        value=result.last(objective.metric),
-        epochs_run=result.epochs_run,
-        parameters=parameters,
-        history=result.history,
-    )
+    family = importlib.import_module(f"ablate.families.{run.model.family}")
+    return family.train(run, TrialContext(tracking=tracking, log=log, progress=progress, label=label, report=report))
 
 
-def _summary(model: object) -> str:
+def model_summary(model: object) -> str:
+    """Keras' model summary as text (logged as `model_summary.txt`)."""
     buffer = io.StringIO()
     model.summary(print_fn=lambda line, **_: buffer.write(line + "\n"))  # type: ignore[attr-defined]
     return buffer.getvalue()
+
+
+def log_model(model: object, log: TrialLog, tracking: TrackingSpec) -> None:
+    """Save the trained model as `model/model.keras` in the run (ensembles load members from it)."""
+    if not tracking.save_model:
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.keras")
+        model.save(path)  # type: ignore[attr-defined]
+        log.log_file(path, "model")

@@ -76,9 +76,9 @@ def compare(name: str, loaded: LoadedSpec, project: Project) -> dict[str, Any]:
     # level of the factor (averaged over any other factors per seed) and the difference is the
     # report's paired effect of the treatment level against the baseline level.
     observations = observations_from(trial_records(study), seeds=spec.seeds)
-    table = cell_values(observations, spec.factors)
-    values = {label: level_values(table, spec.factors, repro.factor, level) for label, level in (repro.baseline, repro.treatment)}
-    effects = study_effects(observations, spec.factors, direction=spec.objective.direction, metric=spec.objective.metric)
+    table = cell_values(observations, spec.levels)
+    values = {label: level_values(table, spec.levels, repro.factor, level) for label, level in (repro.baseline, repro.treatment)}
+    effects = study_effects(observations, spec.levels, direction=spec.primary.direction, metric=spec.primary.metric)
     effect = next(e for e in effects if e.factor == repro.factor and e.level == repro.treatment[1])
     if effect.baseline != repro.baseline[1]:
         raise AblateError(f"{spec.name}: the first level of {repro.factor} must be the baseline {repro.baseline[1]!r}")
@@ -94,7 +94,7 @@ def compare(name: str, loaded: LoadedSpec, project: Project) -> dict[str, Any]:
         "train_size": spec.data.train_size,
         "epochs": spec.train.epochs,
         "filters": spec.model.filters,
-        "metric": spec.objective.metric,
+        "metric": spec.primary.metric,
         "variants": {label: estimate.as_dict() for label, estimate in variants.items()},
         "per_seed": {label: {str(s): v for s, v in sorted(values[label].items())} for label in values},
         "paired_difference": {

@@ -60,6 +60,10 @@ def add_parser(commands: Any, common: argparse.ArgumentParser, overrides: argpar
         help="seconds without a heartbeat before a trial is stale and retried; use the same value on every "
         "worker (default: $ABLATE_GRACE or 60)",
     )  # fmt: skip
+    from ablate.launch import add_recycle_option  # light: argparse only
+
+    add_recycle_option(worker, what="run every trial in this process")
+    worker.add_argument("--recycled", action="store_true", help=argparse.SUPPRESS)  # a recycling parent's child
     worker.set_defaults(handler=_worker)
 
     status = commands.add_parser(
@@ -111,7 +115,7 @@ def _submit(args: argparse.Namespace, console: Any) -> int:
     storage = open_storage(project.storage, heartbeat=None, grace=stale_grace())
     study, experiment_id, parent_run_id = prepare_study(loaded, project, storage, tracker)
     added = enqueue_missing(study, spec)
-    total = len(spec.cells()) * spec.repeats
+    total = spec.planned_trials
     console.print(
         f"submitted [bold]{spec.name}[/bold]: {added} trial(s) enqueued, {total - added} of {total} already "
         f"finished, waiting or running\n  optuna storage: {redact(project.storage)}\n  mlflow: "
@@ -123,6 +127,8 @@ def _submit(args: argparse.Namespace, console: Any) -> int:
 
 
 def _worker(args: argparse.Namespace, console: Any) -> int:
+    if args.recycle_after:
+        return _recycling_worker(args, console)
     from ablate.home import redact
     from ablate.progress import StudyProgress
     from ablate.storage import open_storage
@@ -163,8 +169,53 @@ def _worker(args: argparse.Namespace, console: Any) -> int:
     )
     with StudyProgress(console) as progress:
         ran = serve(studies, progress=progress, max_trials=args.max_trials, wait=args.wait)
+    if args.recycled and args.max_trials is not None and ran >= args.max_trials and _work_left(studies(), wait=args.wait):
+        from ablate.launch import RECYCLE_EXIT
+
+        console.print(f"worker {worker_id()}: ran {ran} trial(s), recycling this process", highlight=False)
+        return RECYCLE_EXIT
     console.print(f"worker {worker_id()}: no more work; ran {ran} trial(s)", highlight=False)
     return 0
+
+
+def _recycling_worker(args: argparse.Namespace, console: Any) -> int:
+    """`ablate worker --recycle-after N`: a light parent (no Keras) whose child processes run the trials.
+
+    Each child is `ablate worker --recycle-after 0 --max-trials N` with the same studies and
+    settings; when it stops at its limit while work remains, a fresh one takes over. The children
+    report this process's host:pid as their worker, so `ablate status` and the trials' attrs show
+    the worker that was started, and signals sent to it reach the trial (see ablate.launch).
+    """
+    import sys
+
+    from ablate.launch import WORKER_ID_ENV, Slot, recycled_worker_id, supervise, worker_env
+
+    project = _project(args)
+    argv = [sys.executable, "-m", "ablate", "worker"]
+    argv += ["--all"] if args.all else [part for name in args.studies for part in ("--study", name)]
+    if not args.wait:
+        argv.append("--no-wait")
+    for flag, value in (("--heartbeat", args.heartbeat), ("--grace", args.grace)):
+        if value:
+            argv += [flag, str(value)]
+    env = {**worker_env(project, None), WORKER_ID_ENV: recycled_worker_id()}
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # docker stop: the child records its trial, then we end
+    [code] = supervise([Slot(argv, env, recycle_after=args.recycle_after, max_trials=args.max_trials)], console)
+    return code
+
+
+def _work_left(works: list[Any], *, wait: bool) -> bool:
+    """Whether a fresh worker process would find work: a waiting trial, or (with wait) a running one."""
+    from optuna.trial import TrialState
+
+    from ablate.worker import has_running
+
+    for work in works:
+        if getattr(work.spec, "design", "grid") == "search":
+            return True  # a search asks its sampler for new trials while its budget lasts
+        if work.trials((TrialState.WAITING,)) or (wait and has_running(work)):
+            return True
+    return False
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -215,7 +266,7 @@ def status_report(storage_url: str, *, recent: timedelta) -> dict[str, Any]:
     from ablate.home import redact
     from ablate.spec import StudySpec
     from ablate.storage import open_storage, retry
-    from ablate.study import CELL_ATTR, SEED_ATTR, SPEC_ATTR
+    from ablate.study import CELL_ATTR, SEED_ATTR, SPEC_ATTR, primary_value
     from ablate.worker import WORKER_ATTR
 
     if storage_url.startswith("sqlite:///") and not Path(storage_url.removeprefix("sqlite:///")).exists():
@@ -234,13 +285,13 @@ def status_report(storage_url: str, *, recent: timedelta) -> dict[str, Any]:
         complete, pruned = by_state[TrialState.COMPLETE], by_state[TrialState.PRUNED]
         running, waiting = by_state[TrialState.RUNNING], by_state[TrialState.WAITING]
         failed = by_state[TrialState.FAIL] - complete - pruned - running - waiting
-        total = len(spec.cells()) * spec.repeats if spec else len(trials)
+        total = spec.planned_trials if spec else len(trials)
         direction = summary.directions[0]
-        finished = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+        finished = [t for t in trials if primary_value(t) is not None]
         best = None
         if finished:
             pick = min if direction == optuna.study.StudyDirection.MINIMIZE else max
-            best = pick(finished, key=lambda t: t.value)
+            best = pick(finished, key=primary_value)
         studies.append(
             {
                 "name": summary.study_name,
@@ -252,7 +303,7 @@ def status_report(storage_url: str, *, recent: timedelta) -> dict[str, Any]:
                 "failed": len(failed),
                 "trials": len(trials),
                 "direction": direction.name.lower(),
-                "best_value": None if best is None else best.value,
+                "best_value": None if best is None else primary_value(best),
                 "best_trial": None if best is None else best.number,
                 "best_cell": None if best is None else best.user_attrs.get(CELL_ATTR),
             }

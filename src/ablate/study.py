@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ablate.errors import AblateError
 from ablate.home import Project, redact
 from ablate.progress import StudyProgress
+from ablate.sampling import directions, pruner_for, sampler_for
 from ablate.spec import LoadedSpec, StudySpec, cell_key
 
 SPEC_ATTR = "ablate.spec"
@@ -31,6 +32,7 @@ CELL_ATTR = "ablate.cell"
 SEED_ATTR = "ablate.seed"
 RUN_ATTR = "mlflow_run_id"
 ERROR_ATTR = "ablate.error"
+SKIPPED = "skipped:"  # the start of ERROR_ATTR of a trial that was never run (a duplicate, over budget)
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -85,12 +87,17 @@ def open_study(spec: StudySpec, storage: Any) -> optuna.Study:
     study = optuna.create_study(
         study_name=spec.name,
         storage=storage,
-        direction=spec.objective.direction,
-        # Every trial of a grid is enqueued with fixed params; the sampler is never consulted.
-        sampler=optuna.samplers.RandomSampler(seed=spec.seed),
+        directions=directions(spec),
         pruner=pruner_for(spec),
         load_if_exists=True,
     )
+    if study.directions != [optuna.study.StudyDirection[d.upper()] for d in directions(spec)]:
+        raise StudyConflictError(
+            f"study {spec.name!r} in {_where(storage)} has objectives in other directions "
+            f"({[d.name.lower() for d in study.directions]}); give this variant its own name (--set name={spec.name}-v2)"
+        )
+    # A local run is one worker: salt 0 makes its search reproducible (see sampler_for).
+    study.sampler = sampler_for(spec, trials_so_far=len(study.get_trials(deepcopy=False)), salt="0")
     stored = study.user_attrs.get(FINGERPRINT_ATTR)
     fingerprint = spec.fingerprint()
     if stored is None:
@@ -105,16 +112,6 @@ def open_study(spec: StudySpec, storage: Any) -> optuna.Study:
         )
     study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
     return study
-
-
-def pruner_for(spec: StudySpec) -> optuna.pruners.BasePruner:
-    """The study's pruner. A grid compares every cell over the same epochs, so it never prunes.
-
-    Optuna's default (the median pruner) would stop cells that start slowly, and an ablation
-    would then lose exactly the seeds it needs for paired differences. Trials still report every
-    epoch, so a search design can bring a pruner in here.
-    """
-    return optuna.pruners.NopPruner()
 
 
 def load_study(name: str, storage: str) -> optuna.Study:
@@ -180,13 +177,16 @@ def run_study(
     progress: StudyProgress,
     workers: int = 1,
     gpus: tuple[str, ...] = (),
+    recycle_after: int = 0,
 ) -> StudyOutcome:
     """Run every missing (cell, seed) trial of a study, logging each to MLflow.
 
     A trial that fails (a NaN loss, an error) ends its MLflow run as FAILED with the reason and the
     study goes on; Ctrl-C ends the current run as KILLED and its trial as FAIL, so the next `run`
     retries it. With `workers` > 1 (or `gpus`), that many `ablate worker` processes share the
-    study through the storage, each pinned to one of `gpus` in turn.
+    study through the storage, each pinned to one of `gpus` in turn. With `recycle_after` > 0
+    trials run in child worker processes, each replaced by a fresh one after that many trials (the
+    memory TensorFlow keeps from each model goes with it); 0 runs one worker in this process.
     """
     from ablate.data import load_splits
     from ablate.tracking import Tracker
@@ -203,12 +203,12 @@ def run_study(
         if _is_local(project):
             fail_interrupted(study, tracker.end_stale)
         enqueue_missing(study, spec)
-        total = len(spec.cells()) * spec.repeats
-        progress.start_study(spec.name, total, _count(study, DONE_STATES))
+        counts = tally(spec, study.get_trials(deepcopy=False))
+        progress.start_study(spec.name, counts.total, counts.complete + counts.pruned)
         before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
         interrupted = False
         try:
-            if workers == 1 and not gpus:
+            if workers == 1 and not gpus and not recycle_after:
                 from ablate.worker import StudyWork, serve
 
                 work = StudyWork(study, storage, spec, tracker, experiment_id, parent_run_id)
@@ -216,7 +216,9 @@ def run_study(
             else:
                 from ablate.launch import run_workers
 
-                run_workers(spec.name, project, workers=workers, gpus=gpus, console=progress.console)
+                run_workers(
+                    spec.name, project, workers=workers, gpus=gpus, console=progress.console, recycle_after=recycle_after
+                )
         except BaseException:
             interrupted = True
             raise
@@ -251,24 +253,60 @@ def prepare_study(
     return study, experiment_id, parent_run_id
 
 
-def study_summary(spec: StudySpec, trials: list[FrozenTrial]) -> tuple[dict[str, Any], str]:
-    """The parent run's summary of a study's trials, and its MLflow status (FINISHED or FAILED)."""
-    wanted = {(cell_key(c), s) for c in spec.cells() for s in spec.seeds}
+@dataclass(frozen=True)
+class Tally:
+    """How far a study is: planned trials and distinct finished ones (a retried trial counts once)."""
+
+    total: int
+    complete: int
+    failed: int
+    pruned: int
+
+    @property
+    def done(self) -> bool:
+        return self.complete + self.pruned >= self.total
+
+
+def tally(spec: StudySpec, trials: list[FrozenTrial]) -> Tally:
+    """Count (cell, seed) pairs by state; for a search, its trials (each is its own cell)."""
+    if spec.design == "search":
+        counted = [t for t in trials if not str(t.user_attrs.get(ERROR_ATTR, "")).startswith(SKIPPED)]
+        wanted = {(t.user_attrs.get(CELL_ATTR), t.user_attrs.get(SEED_ATTR)) for t in counted}
+        total = spec.search.trials
+    else:
+        wanted = {(cell_key(c), s) for c in spec.cells() for s in spec.seeds}
+        total = len(wanted)
 
     def pairs(*states: TrialState) -> set[tuple[Any, Any]]:
         return {(t.user_attrs.get(CELL_ATTR), t.user_attrs.get(SEED_ATTR)) for t in trials if t.state in states} & wanted
 
     complete, pruned = pairs(TrialState.COMPLETE), pairs(TrialState.PRUNED)
-    failed = pairs(TrialState.FAIL) - complete - pruned
-    summary: dict[str, Any] = {"trials_complete": len(complete), "trials_failed": len(failed), "trials_pruned": len(pruned)}
-    values = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    failed = pairs(TrialState.FAIL) - complete - pruned - pairs(TrialState.RUNNING, TrialState.WAITING)
+    return Tally(total=total, complete=len(complete), failed=len(failed), pruned=len(pruned))
+
+
+def primary_value(trial: FrozenTrial) -> float | None:
+    """A complete trial's first objective value (multi-objective trials have several)."""
+    if trial.state != TrialState.COMPLETE or not trial.values:
+        return None
+    return trial.values[0]
+
+
+def study_summary(spec: StudySpec, trials: list[FrozenTrial]) -> tuple[dict[str, Any], str]:
+    """The parent run's summary of a study's trials, and its MLflow status (FINISHED or FAILED)."""
+    counts = tally(spec, trials)
+    summary: dict[str, Any] = {
+        "trials_complete": counts.complete, "trials_failed": counts.failed, "trials_pruned": counts.pruned
+    }
+    values = [t for t in trials if primary_value(t) is not None]
     if values:
-        best = (min if spec.objective.direction == "minimize" else max)(values, key=lambda t: t.value)
-        if math.isfinite(best.value):
-            summary[f"best_{spec.objective.metric}"] = best.value
+        best = (min if spec.primary.direction == "minimize" else max)(values, key=lambda t: primary_value(t))
+        value = primary_value(best)
+        if value is not None and math.isfinite(value):
+            summary[f"best_{spec.primary.metric}"] = value
         summary["best_trial"] = str(best.number)
         summary["best_cell"] = best.user_attrs.get(CELL_ATTR, "")
-    return summary, "FINISHED" if len(complete | pruned) == len(wanted) else "FAILED"
+    return summary, "FINISHED" if counts.done else "FAILED"
 
 
 def _storage_for(url: str, tracker: Any) -> Any:
@@ -317,7 +355,7 @@ def trial_records(study: optuna.Study) -> list[TrialRecord]:
             cell=t.user_attrs.get(CELL_ATTR, ""),
             seed=t.user_attrs.get(SEED_ATTR),
             params=dict(t.params),
-            value=t.value if t.state == TrialState.COMPLETE else None,
+            value=primary_value(t),
             run_id=t.user_attrs.get(RUN_ATTR),
             error=t.user_attrs.get(ERROR_ATTR),
         )
@@ -328,33 +366,19 @@ def trial_records(study: optuna.Study) -> list[TrialRecord]:
 def _outcome(
     study: optuna.Study, spec: StudySpec, project: Project, experiment_id: str, parent_run_id: str, ran: int
 ) -> StudyOutcome:
-    # Count distinct (cell, seed) pairs, so retried trials count once.
-    wanted = {(cell_key(c), s) for c in spec.cells() for s in spec.seeds}
-
-    def pairs(states: tuple[TrialState, ...]) -> set[tuple[str, int]]:
-        return {
-            (t.user_attrs.get(CELL_ATTR), t.user_attrs.get(SEED_ATTR))
-            for t in study.get_trials(deepcopy=False, states=states)
-        } & wanted
-
-    complete, pruned = pairs((TrialState.COMPLETE,)), pairs((TrialState.PRUNED,))
-    failed = pairs((TrialState.FAIL,)) - complete - pruned
+    counts = tally(spec, study.get_trials(deepcopy=False))
     return StudyOutcome(
         name=spec.name,
         storage=redact(project.storage),
         tracking_uri=redact(project.tracking_uri),
         experiment_id=experiment_id,
         parent_run_id=parent_run_id,
-        total=len(wanted),
-        complete=len(complete),
-        failed=len(failed),
-        pruned=len(pruned),
+        total=counts.total,
+        complete=counts.complete,
+        failed=counts.failed,
+        pruned=counts.pruned,
         ran=ran,
     )
-
-
-def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
-    return len({(t.user_attrs.get(CELL_ATTR), t.user_attrs.get(SEED_ATTR)) for t in study.get_trials(deepcopy=False, states=states)})
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -90,6 +90,14 @@ class TrialRun:
         """A text artifact, e.g. the model summary."""
         self._do(lambda: self.client.log_text(self.run_id, text, artifact_file), what=artifact_file)
 
+    def log_file(self, local_path: str, artifact_path: str | None = None) -> None:
+        """A file as an artifact (e.g. the trained model's `.keras` file under `model/`).
+
+        Written now, not queued: the caller may delete the file as soon as this returns.
+        """
+        self.flush()
+        retry_tracking(lambda: self.client.log_artifact(self.run_id, local_path, artifact_path), what=local_path)
+
     def set_tags(self, tags: dict[str, Any]) -> None:
         """Tags, values cut to MLflow's limit."""
         self._batch(tags=[RunTag(k, str(v)[:MAX_TAG]) for k, v in tags.items()], what="set tags")

@@ -7,6 +7,7 @@ loop serves every engine and the tests.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +70,7 @@ class FitResult:
 
     history: dict[str, list[float]]
     epochs_run: int
+    stopped: str = "epochs"  # "max_seconds" when the wall-time budget ended training
 
     def last(self, metric: str) -> float:
         """The metric's value at the last epoch run."""
@@ -104,7 +106,7 @@ def fit(
         Whatever `on_epoch` raises (e.g. Optuna's `TrialPruned`) ends training and propagates.
     """
     batches = SeededBatches(x_train_noisy, x_train, batch_size=cfg.batch_size, seed=seed)
-    recorder = _EpochRecorder(on_epoch, on_batch)
+    recorder = _EpochRecorder(on_epoch, on_batch, max_seconds=cfg.max_seconds)
     model.fit(
         batches,
         validation_data=(x_val_noisy, x_val),
@@ -115,7 +117,9 @@ def fit(
     )
     if recorder.error is not None:
         raise recorder.error
-    return FitResult(history=recorder.history, epochs_run=len(recorder.history.get("train_loss", [])))
+    epochs_run = len(recorder.history.get("train_loss", []))
+    stopped = "max_seconds" if recorder.out_of_time and epochs_run < cfg.epochs else "epochs"
+    return FitResult(history=recorder.history, epochs_run=epochs_run, stopped=stopped)
 
 
 def metric_name(key: str) -> str:
@@ -130,13 +134,19 @@ class _EpochRecorder(keras.callbacks.Callback):
     cleanly and re-raise after `fit` returns, so the model is left in a consistent state.
     """
 
-    def __init__(self, on_epoch: EpochHook | None, on_batch: BatchHook | None) -> None:
+    def __init__(self, on_epoch: EpochHook | None, on_batch: BatchHook | None, *, max_seconds: float | None = None) -> None:
         super().__init__()
         self._on_epoch = on_epoch
         self._on_batch = on_batch
+        self._max_seconds = max_seconds
+        self._started = time.monotonic()
+        self.out_of_time = False
         self.history: dict[str, list[float]] = {}
         self.error: BaseException | None = None
         self._epoch = 0
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._started = time.monotonic()
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch + 1
@@ -167,6 +177,10 @@ class _EpochRecorder(keras.callbacks.Callback):
             except BaseException as error:  # pruning or a tracking failure: stop, re-raise after fit
                 self.error = error
                 self.model.stop_training = True
+                return
+        if self._max_seconds is not None and time.monotonic() - self._started >= self._max_seconds:
+            self.out_of_time = True  # the wall-time budget: this epoch was the last
+            self.model.stop_training = True
 
 
 def describe_device() -> str:

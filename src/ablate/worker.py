@@ -43,12 +43,13 @@ from ablate.study import (
     ERROR_ATTR,
     RUN_ATTR,
     SEED_ATTR,
+    SKIPPED,
     SPEC_ATTR,
     StudyNotFoundError,
-    pruner_for,
     study_summary,
 )
-from ablate.tracking import Tracker, environment_tags, scrub
+from ablate.sampling import objective_values, pruner_for, sampler_for, suggest
+from ablate.tracking import PARENT_TAG, Tracker, environment_tags, scrub
 
 log = logging.getLogger("ablate.worker")
 
@@ -70,8 +71,12 @@ class NotAnAblateStudyError(AblateError):
 
 
 def worker_id() -> str:
-    """How this process appears in trials and `ablate status`: host and process id."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """How this process appears in trials and `ablate status`: host and process id.
+
+    A child of a recycling `ablate worker` reports its parent's (from $ABLATE_WORKER_ID), so the
+    worker keeps one id however many processes run its trials.
+    """
+    return os.environ.get("ABLATE_WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass
@@ -123,6 +128,7 @@ def attach(name: str, storage: RDBStorage, tracker: Tracker) -> StudyWork:
         )
     spec = StudySpec.model_validate(attrs[SPEC_ATTR])
     study.pruner = pruner_for(spec)  # load_study would bring Optuna's default median pruner
+    study.sampler = sampler_for(spec, trials_so_far=len(retry(lambda: study.get_trials(deepcopy=False), what="read the trials")))
     experiment_id = tracker.experiment_id(spec.experiment)
     parent = attrs.get("mlflow_parent_run_id")
     if not parent or tracker.find_parent(experiment_id, spec.name) != parent:
@@ -221,6 +227,8 @@ def drain(
     ran = 0
     while max_trials is None or ran < max_trials:
         trial = pop_trial(work)
+        if trial is None and work.spec.design == "search":
+            trial = ask_search(work)
         if trial is None:
             break
         ran += 1
@@ -231,15 +239,12 @@ def drain(
 
 def run_trial(work: StudyWork, trial: optuna.Trial, *, progress: StudyProgress, requeue_on_interrupt: bool) -> None:
     """Train one popped trial and tell its outcome; a failure ends this trial, not the worker."""
-    from ablate.objective import train_trial
-
     spec, tracker = work.spec, work.tracker
     frozen = retry(lambda: work.cached.get_trial(trial._trial_id), what="read the trial")
     set_attr = _attr_setter(work, trial._trial_id)
     set_attr(WORKER_ATTR, worker_id())
     key, seed = frozen.user_attrs.get(CELL_ATTR), frozen.user_attrs.get(SEED_ATTR)
-    fixed = {**frozen.system_attrs.get("fixed_params", {}), **frozen.params}
-    missing = [name for name in spec.factors if name not in fixed]
+    missing = _missing_levels(spec, {**frozen.system_attrs.get("fixed_params", {}), **frozen.params})
     if key is None or seed is None or missing:
         _skip(work, trial, f"not enqueued by ablate (no cell, seed or level of {missing}); nothing was run")
         return
@@ -247,41 +252,39 @@ def run_trial(work: StudyWork, trial: optuna.Trial, *, progress: StudyProgress, 
     if duplicate:
         _skip(work, trial, duplicate)
         return
-    params: dict[str, Level] = {
-        name: retry(lambda n=name, ls=levels: trial.suggest_categorical(n, ls), what="set the params")  # type: ignore[misc]
-        for name, levels in spec.factors.items()
-    }
+    params = retry(lambda: suggest(trial, spec), what="set the params")
     seed = int(seed)
-    run_cfg = spec.run_config(params, seed=seed)
-    label = f"{work.name} #{trial.number} {key} seed={seed}"
+    seeds = spec.seeds if averaging(spec) else [seed]
+    label = f"{work.name} #{trial.number} {key}" + ("" if averaging(spec) else f" seed={seed}")
     retry_of_run = frozen.user_attrs.get(RETRY_OF_RUN)
     tags: dict[str, Any] = {**work.tags, "ablate.trial": trial.number, "ablate.cell": key, "ablate.seed": seed}
+    if averaging(spec):
+        tags["ablate.seed"] = ",".join(map(str, seeds))
     if frozen.user_attrs.get(RETRY_OF_TRIAL) is not None:
         tags[RETRY_OF_TRIAL] = frozen.user_attrs[RETRY_OF_TRIAL]
     if retry_of_run:
         tags[RETRY_OF_RUN] = retry_of_run
     if frozen.user_attrs.get(RETRY_REASON):
         tags[RETRY_REASON] = frozen.user_attrs[RETRY_REASON]
-    run = tracker.start_trial(work.experiment_id, work.parent_run_id, f"{key} seed={seed}", tags)
+    run = tracker.start_trial(work.experiment_id, work.parent_run_id, label.removeprefix(f"{work.name} "), tags)
     set_attr(RUN_ATTR, run.run_id)
     if retry_of_run:
         tracker.tag(retry_of_run, {RETRIED_IN_RUN: run.run_id})
-    run.log_params(run_cfg.flat())
+    run.log_params(spec.run_config(params, seed=seed).flat())
 
-    reported: dict[str, int] = {}
-
-    def report(epoch: int, value: float) -> None:
-        reported["epoch"] = epoch
-        retry(lambda: trial.report(value, epoch), what="report an epoch")
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
-
+    reached: dict[str, int] = {}
     try:
-        result = train_trial(
-            run_cfg, objective=spec.objective, tracking=spec.tracking, log=run, progress=progress, label=label, report=report
-        )
+        if averaging(spec):
+            metrics, epochs_run = _train_seeds(work, trial, run, params, seeds, tags, progress, label, reached)
+        else:
+            result = _train_one(work, trial, run, params, seed, progress, label, reached)
+            metrics, epochs_run = result.metrics, result.epochs_run
+            if result.stopped != "epochs":
+                run.set_tags({"ablate.stopped_by": result.stopped})
     except optuna.TrialPruned as pruned:
-        run.finish("pruned", epoch=reported.get("epoch"))
+        if "seed" in reached:  # the Wilcoxon pruner stops between seeds
+            run.set_tags({"ablate.stopped_seed": reached["seed"]})
+        run.finish("pruned", epoch=reached.get("epoch"))
         _tell(work, trial, run, state=TrialState.PRUNED)
         progress.end_trial(label, f"pruned ({pruned})")
     except Exception as error:  # noqa: BLE001 - any failure ends this trial, not the worker
@@ -297,12 +300,145 @@ def run_trial(work: StudyWork, trial: optuna.Trial, *, progress: StudyProgress, 
             requeue(work.study, frozen, f"interrupted ({type(error).__name__}) on {worker_id()}")
         raise
     else:
-        run.log_metrics(result.epochs_run, {"parameters": result.parameters})
-        run.finish("complete", epoch=result.epochs_run)
-        if _tell(work, trial, run, values=result.value):
-            progress.end_trial(label, f"{spec.objective.metric}={result.value:.4f}")
+        values = objective_values(spec, metrics)
+        run.log_metrics(epochs_run, {"parameters": metrics["parameters"]} if "parameters" in metrics else {})
+        run.finish("complete", epoch=epochs_run)
+        if _tell(work, trial, run, values=values):
+            shown = ", ".join(f"{o.metric}={v:.4g}" for o, v in zip(spec.objective, values))
+            progress.end_trial(label, shown)
         else:
             progress.end_trial(label, "[yellow]lost[/yellow]: failed as stale meanwhile; its retry runs it")
+
+
+def averaging(spec: StudySpec) -> bool:
+    """Whether each trial trains every seed and reports their mean (`search.seeds: average`)."""
+    return spec.design == "search" and spec.search.seeds == "average"
+
+
+def _train_one(
+    work: StudyWork,
+    trial: optuna.Trial,
+    log: Any,
+    params: dict[str, Level],
+    seed: int,
+    progress: StudyProgress,
+    label: str,
+    reached: dict[str, int],
+    *,
+    report_epochs: bool = True,
+) -> Any:
+    """Train one seed of the trial into `log`; report each epoch to the pruner when asked."""
+    from ablate.objective import train_trial
+
+    spec = work.spec
+
+    def report(epoch: int, metrics: dict[str, float]) -> None:
+        reached["epoch"] = epoch
+        if not report_epochs or len(spec.objective) > 1:
+            return  # Optuna cannot report (or prune) multi-objective trials
+        retry(lambda: trial.report(metrics[spec.primary.metric], epoch), what="report an epoch")
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+    return train_trial(
+        spec.run_config(params, seed=seed), tracking=spec.tracking, log=log, progress=progress, label=label, report=report
+    )
+
+
+def _train_seeds(
+    work: StudyWork,
+    trial: optuna.Trial,
+    run: Any,
+    params: dict[str, Level],
+    seeds: list[int],
+    tags: dict[str, Any],
+    progress: StudyProgress,
+    label: str,
+    reached: dict[str, int],
+) -> tuple[dict[str, float], int]:
+    """Train each seed in a run nested under the trial's; report each seed's value (Wilcoxon pruner).
+
+    The trial's value is the mean over seeds of each metric; the trial's run logs those means.
+    """
+    spec = work.spec
+    finals: list[dict[str, float]] = []
+    epochs_run = 0
+    for index, seed in enumerate(seeds):
+        seed_run = work.tracker.start_trial(
+            work.experiment_id, run.run_id, f"seed={seed}", {**tags, "ablate.seed": seed, PARENT_TAG: "seed"}
+        )
+        seed_run.log_params(spec.run_config(params, seed=seed).flat())
+        try:
+            result = _train_one(work, trial, seed_run, params, seed, progress, f"{label} seed={seed}", reached, report_epochs=False)
+        except BaseException as error:
+            seed_run.finish("interrupted" if not isinstance(error, Exception) else "failed", error=error)
+            raise
+        seed_run.finish("complete", epoch=result.epochs_run)
+        finals.append(result.metrics)
+        epochs_run = max(epochs_run, result.epochs_run)
+        reached["seed"] = seed
+        value = result.value(spec.primary.metric)
+        run.log_metrics(index, {f"seed_{spec.primary.metric}": value})
+        if len(spec.objective) == 1:
+            retry(lambda: trial.report(value, index), what="report a seed")
+            if index + 1 < len(seeds) and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after seed {seed} ({index + 1} of {len(seeds)})")
+    means = {name: sum(f[name] for f in finals) / len(finals) for name in finals[0]}
+    run.log_metrics(epochs_run, means)
+    return means, epochs_run
+
+
+def _missing_levels(spec: StudySpec, fixed: dict[str, Any]) -> list[str]:
+    """Factors an enqueued trial should have fixed but has not (a search asks for them instead)."""
+    if spec.design == "search":
+        return []
+    missing: list[str] = []
+    present: dict[str, Level] = {}
+    for name, factor in spec.factors.items():
+        if not factor.active(present):
+            continue
+        if name in fixed:
+            present[name] = fixed[name]
+        else:
+            missing.append(name)
+    return missing
+
+
+def ask_search(work: StudyWork) -> optuna.Trial | None:
+    """A new trial from the sampler while the search's budget lasts, else None.
+
+    Several workers may ask at once; a trial asked past the budget is skipped (told FAIL with the
+    reason), so a search never runs more than `search.trials` trials however many workers share it.
+    """
+    spec = work.spec
+    if budget_used(work.trials()) >= spec.search.trials:
+        return None
+    trial = retry(lambda: work.study.ask(), what="ask the sampler")
+    retry(lambda: work.storage.record_heartbeat(trial._trial_id), what="first heartbeat")
+    set_attr = _attr_setter(work, trial._trial_id)
+    set_attr(CELL_ATTR, f"trial-{trial.number}")
+    set_attr(SEED_ATTR, spec.seed if averaging(spec) else spec.seeds[trial.number % spec.repeats])
+    earlier = [t for t in work.trials() if t.number < trial.number]
+    if budget_used(earlier) >= spec.search.trials:
+        _skip(work, trial, f"{SKIPPED} the search's budget of {spec.search.trials} trials was reached by other workers")
+        return None
+    return trial
+
+
+def budget_used(trials: list[FrozenTrial]) -> int:
+    """Trials that count against a search's budget: all but skipped and interrupted ones.
+
+    An interrupted or stale trial is run again (as a retry, or as a new trial), so it does not use
+    up the budget; a trial that failed on its own (a NaN loss) does.
+    """
+    used = 0
+    for t in trials:
+        error = str(t.user_attrs.get(ERROR_ATTR, ""))
+        if t.state != TrialState.FAIL:
+            used += 1
+        elif error and not error.startswith((SKIPPED, "interrupted")):
+            used += 1
+    return used
 
 
 def fail_stale(work: StudyWork) -> None:
@@ -383,9 +519,9 @@ def _duplicate_of(work: StudyWork, number: int, key: str, seed: int) -> str | No
         if other.number == number or (other.user_attrs.get(CELL_ATTR), other.user_attrs.get(SEED_ATTR)) != (key, seed):
             continue
         if other.state in DONE_STATES:
-            return f"skipped: trial {other.number} already finished {key} seed={seed}"
+            return f"{SKIPPED} trial {other.number} already finished {key} seed={seed}"
         if other.number < number:
-            return f"skipped: trial {other.number} ({other.state.name}) holds {key} seed={seed}"
+            return f"{SKIPPED} trial {other.number} ({other.state.name}) holds {key} seed={seed}"
     return None
 
 
@@ -395,7 +531,9 @@ def _skip(work: StudyWork, trial: optuna.Trial, reason: str) -> None:
     log.warning("trial %d of %s %s", trial.number, work.name, reason)
 
 
-def _tell(work: StudyWork, trial: optuna.Trial, run: Any, *, values: float | None = None, state: TrialState | None = None) -> bool:
+def _tell(
+    work: StudyWork, trial: optuna.Trial, run: Any, *, values: list[float] | None = None, state: TrialState | None = None
+) -> bool:
     """Tell the trial's outcome; False when another worker failed it as stale meanwhile.
 
     `skip_if_finished` makes a repeated tell (the first one's answer lost with the connection)
@@ -405,7 +543,7 @@ def _tell(work: StudyWork, trial: optuna.Trial, run: Any, *, values: float | Non
     told = retry(
         lambda: work.study.tell(trial, values, state=state, skip_if_finished=True), what="tell the outcome"
     )
-    if told.state == wanted and (values is None or told.value == values):
+    if told.state == wanted and (values is None or told.values == list(values)):
         return True
     reason = "this worker lost its heartbeat; the trial was failed as stale and retried, so this result is not used"
     run.finish("interrupted", error=LostTrialError(reason))

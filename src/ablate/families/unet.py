@@ -1,0 +1,64 @@
+"""The denoising autoencoder: noisy image in, clean image out (the slides' skip-vs-no-skip model)."""
+
+from __future__ import annotations
+
+from ablate.config import RunConfig
+from ablate.images import reconstruction_grid
+from ablate.objective import TrialContext, TrialResult, log_model, model_summary
+
+
+def train(run: RunConfig, context: TrialContext) -> TrialResult:
+    """Train the U-Net on (noisy, clean) pairs; log metrics per epoch and reconstruction grids."""
+    import keras
+
+    from ablate.data import load_splits, training_noise
+    from ablate.models import build_unet
+    from ablate.train import compile_model, fit
+
+    tracking, log = context.tracking, context.log
+    splits = load_splits(run.data)
+    x_train_noisy = training_noise(splits.x_train, run.data, run.seed)
+    model = build_unet(run.model, splits.shape)
+    compile_model(model, run.train)
+    log.log_text(model_summary(model), "model_summary.txt")
+    parameters = int(model.count_params())
+
+    fixed_clean = splits.x_val[: tracking.images]
+    fixed_noisy = splits.x_val_noisy[: tracking.images]
+
+    def picture(name: str) -> None:
+        # A direct call, not predict(): predict() builds a new tf.function for each new model.
+        reconstructed = keras.ops.convert_to_numpy(model(fixed_noisy, training=False))
+        log.log_image(reconstruction_grid(fixed_clean, fixed_noisy, reconstructed), f"reconstructions/{name}.png")
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        log.log_metrics(epoch, metrics)
+        context.progress.epoch(epoch, metrics)
+        if tracking.image_every and epoch % tracking.image_every == 0 and epoch != run.train.epochs:
+            picture(f"epoch_{epoch:03d}")
+        if context.report is not None:
+            context.report(epoch, {**metrics, "parameters": float(parameters)})
+
+    batches = -(-len(splits.x_train) // run.train.batch_size)
+    context.progress.start_trial(context.label, run.train.epochs, batches)
+    result = fit(
+        model,
+        x_train_noisy=x_train_noisy,
+        x_train=splits.x_train,
+        x_val_noisy=splits.x_val_noisy,
+        x_val=splits.x_val,
+        cfg=run.train,
+        seed=run.seed,
+        on_epoch=on_epoch,
+        on_batch=context.progress.batch,
+    )
+    picture("final")
+    log_model(model, log, tracking)
+    final = {name: values[-1] for name, values in result.history.items()}
+    return TrialResult(
+        metrics={**final, "parameters": float(parameters)},
+        epochs_run=result.epochs_run,
+        parameters=parameters,
+        history=result.history,
+        stopped=result.stopped,
+    )
