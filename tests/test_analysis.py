@@ -176,3 +176,69 @@ def test_planted_effect_interval_covers_the_truth_at_the_nominal_rate() -> None:
     differences = -0.02 + rng.normal(0, 0.01, size=(20_000, 3)) * math.sqrt(2)
     _, low, high, _ = t_interval(differences)
     assert abs(float(np.mean((low <= -0.02) & (-0.02 <= high))) - 0.95) < 0.006
+
+
+# ---- baselines, one-at-a-time designs and conditional factors ----------------------------------
+
+from ablate.analysis import comparable, level_values  # noqa: E402
+
+
+def test_a_chosen_baseline_turns_the_comparison_around() -> None:
+    rng = np.random.default_rng(3)
+    planted = {"model.skip": {"none": 0.0, "concat": -0.03, "add": -0.01}}
+    observations = simulated_study(rng, seeds=5, effects=planted, noise=0.003)
+    factors = {"model.skip": ["none", "concat", "add"]}
+    default = {e.level: e for e in study_effects(observations, factors)}
+    chosen = {e.level: e for e in study_effects(observations, factors, baselines={"model.skip": "concat"})}
+    assert set(default) == {"concat", "add"} and set(chosen) == {"none", "add"}
+    assert all(e.baseline == "concat" for e in chosen.values())
+    assert chosen["none"].difference.mean == pytest.approx(-default["concat"].difference.mean)
+    # add - concat = (add - none) - (concat - none), seed by seed
+    assert chosen["add"].difference.mean == pytest.approx(default["add"].difference.mean - default["concat"].difference.mean)
+    assert chosen["none"].verdict == "worse" and default["concat"].verdict == "better"
+    with pytest.raises(ValueError, match="not one of its levels"):
+        study_effects(observations, factors, baselines={"model.skip": "residual"})
+
+
+def test_one_at_a_time_compares_each_change_with_the_reference_only() -> None:
+    # Reference (skip=none, filters=8); one change at a time. Every cell shares the seed offset.
+    factors = {"skip": ["none", "concat"], "filters": [8, 16, 32]}
+    cells = [{"skip": "none", "filters": 8}, {"skip": "concat", "filters": 8}, {"skip": "none", "filters": 16},
+             {"skip": "none", "filters": 32}]  # fmt: skip
+    planted = {("none", 8): 0.0, ("concat", 8): -0.05, ("none", 16): 0.02, ("none", 32): 0.0}
+    offsets = [0.0, 0.03, -0.02]
+    noise = np.random.default_rng(1).normal(0, 0.002, size=(4, 3))
+    observations = [
+        Observation(cell, seed, 0.1 + offsets[seed] + planted[(cell["skip"], cell["filters"])] + noise[i, seed])
+        for i, cell in enumerate(cells)
+        for seed in range(3)
+    ]
+    effects = {(e.factor, e.level): e for e in study_effects(observations, factors, cells=cells)}
+    assert set(effects) == {("skip", "concat"), ("filters", 16), ("filters", 32)}
+    skip = effects[("skip", "concat")]
+    expected = [observations[3 + s].value - observations[s].value for s in range(3)]  # concat cell - reference
+    assert skip.difference.mean == pytest.approx(np.mean(expected)) and skip.verdict == "better"
+    assert effects[("filters", 16)].difference.mean == pytest.approx(0.02, abs=0.005)
+    # The reference level's estimate is the reference cell, not a mean over the other variants.
+    table = cell_values(observations, factors)
+    assert level_values(table, factors, "skip", "none", cells) == pytest.approx({s: observations[s].value for s in range(3)})
+
+
+def test_a_conditional_factor_is_averaged_over_under_its_parent() -> None:
+    # model.block plain | residual; residual_blocks 1 | 2 exists only under residual.
+    factors = {"block": ["plain", "residual"], "blocks": [1, 2]}
+    cells = [{"block": "plain"}, {"block": "residual", "blocks": 1}, {"block": "residual", "blocks": 2}]
+    value = {("plain", None): 0.10, ("residual", 1): 0.08, ("residual", 2): 0.07}
+    observations = [
+        Observation(cell, seed, value[(cell["block"], cell.get("blocks"))] + 0.01 * seed)
+        for cell in cells
+        for seed in range(3)
+    ]
+    effects = {(e.factor, e.level): e for e in study_effects(observations, factors, cells=cells)}
+    # residual - plain: the mean over both residual cells (0.075) minus plain (0.10), every seed
+    assert effects[("block", "residual")].difference.mean == pytest.approx(-0.025)
+    # blocks 2 - 1 within residual only
+    assert effects[("blocks", 2)].difference.mean == pytest.approx(-0.01)
+    assert comparable(factors, "blocks", cells) and comparable(factors, "block", cells)
+    # A conditional factor with a single level in the design has nothing to compare against.
+    assert not comparable(factors, "blocks", [{"block": "plain"}, {"block": "residual", "blocks": 1}])

@@ -26,18 +26,21 @@ from optuna.distributions import CategoricalDistribution
 from rich.console import Console
 
 from ablate.analysis import seeds_needed
+from ablate.cli import build_parser, main
 from ablate.home import resolve_project
 from ablate.progress import StudyProgress
 from ablate.report import make_report
+from ablate.report.answer import BaselineError
 from ablate.report.figures import split_rows
-from ablate.report.importance import importances
+from ablate.report.importance import conditional_ped_anova, importances, objectives_of
 from ablate.spec import load_spec, spec_from_dict
-from ablate.study import run_study
+from ablate.study import CELL_ATTR, SEED_ATTR, SPEC_ATTR, run_study
 
 from conftest import tiny_study
 
 ABLATE = shutil.which("ablate", path=str(Path(sys.executable).parent)) or "ablate"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # the studies built here would log every trial
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +169,6 @@ def test_markdown_json_and_errors_through_the_command(trained: Any, tmp_path: Pa
 
 def test_importances_rank_a_planted_factor_first_with_a_bootstrap_range() -> None:
     # A real (in-memory) Optuna study: factor a moves the value by 1.0, factor b by nothing.
-    spec = spec_from_dict(tiny_study(factors={"model.skip": ["none", "concat"], "model.filters": [4, 8, 16]})).spec
     distributions = {"model.skip": CategoricalDistribution(["none", "concat"]), "model.filters": CategoricalDistribution([4, 8, 16])}
     rng = np.random.default_rng(0)
     trials = [
@@ -176,55 +178,330 @@ def test_importances_rank_a_planted_factor_first_with_a_bootstrap_range() -> Non
         )
         for skip in ("none", "concat") for filters in (4, 8, 16) for _ in range(3)
     ]  # fmt: skip
-    result = importances(spec, trials, resamples=8)
+    result = importances(trials, [{"metric": "val_loss", "direction": "minimize"}], resamples=8)
     assert result["computed"] and result["resamples"] == 8 and result["trials"] == 18
-    first, second = result["factors"]
-    assert first["factor"] == "model.skip" and first["importance"] > 0.8 > second["importance"]
-    assert 0 <= first["range"][0] <= first["importance"] <= first["range"][1] <= 1
-    assert importances(spec, trials, resamples=0)["computed"] is False
+    (objective,) = result["objectives"]
+    for evaluator in ("fanova", "ped_anova"):  # both evaluators, through the same resamples
+        first, second = objective[evaluator]["factors"]
+        assert first["factor"] == "model.skip" and first["importance"] > 0.8 > second["importance"], evaluator
+        assert 0 <= first["range"][0] <= first["range"][1] <= 1 and first["resamples"] == 8
+    assert objective["fanova"]["factors"][0]["range"][0] <= objective["fanova"]["factors"][0]["importance"]
+    assert result["params"]["conditional"] == {} and result["notes"] == []
+    assert importances(trials, [{"metric": "val_loss", "direction": "minimize"}], resamples=0)["computed"] is False
+
+
+def searched_study(n_trials: int = 60, seed: int = 0) -> optuna.Study:
+    """A real random search over mixed params: only the (log-float) learning rate matters.
+
+    `model.residual_blocks` is conditional (it exists only when `model.block` is residual), as a
+    searched study with a `when:` factor makes it.
+    """
+    rng = np.random.default_rng(seed)
+
+    def objective(trial: optuna.Trial) -> float:
+        rate = trial.suggest_float("train.learning_rate", 1e-4, 1e-1, log=True)
+        trial.suggest_float("data.noise.factor", 0.0, 1.0)  # planted: no effect at all
+        trial.suggest_int("model.depth", 1, 4)
+        if trial.suggest_categorical("model.block", ["plain", "residual"]) == "residual":
+            trial.suggest_int("model.residual_blocks", 1, 3)
+        return float(np.log10(rate) + rng.normal(0, 0.05))
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    study.optimize(objective, n_trials=n_trials)
+    return study
+
+
+def test_importances_of_a_searched_study_with_mixed_and_conditional_params() -> None:
+    study = searched_study()
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    with_blocks = sum("model.residual_blocks" in t.params for t in complete)
+    assert 0 < with_blocks < len(complete)  # the conditional param is missing in some trials
+
+    result = importances(study.trials, objectives_of({}, ["minimize"]), resamples=6)
+    assert result["computed"] and result["trials"] == 60
+    params = result["params"]
+    assert params["conditional"] == {"model.residual_blocks": with_blocks}
+    assert set(params["in_every_trial"]) == {"train.learning_rate", "data.noise.factor", "model.depth", "model.block"}
+    (objective,) = result["objectives"]
+    fanova = {r["factor"]: r for r in objective["fanova"]["factors"]}
+    ped = {r["factor"]: r for r in objective["ped_anova"]["factors"]}
+    # fANOVA only sees the params every trial has; the report says the conditional one is left out.
+    assert "model.residual_blocks" not in fanova
+    note = next(n for n in result["notes"] if n.startswith("model.residual_blocks is conditional"))
+    assert f"present in {with_blocks} of 60 complete trials" in note and "fANOVA leaves it out" in note
+    if conditional_ped_anova():  # Optuna 5: PED-ANOVA ranks conditional params too
+        assert "model.residual_blocks" in ped and "PED-ANOVA includes it" in note
+    # The planted dependence: the learning rate comes first, the noise factor far below it.
+    for evaluator, rows in (("fanova", fanova), ("ped_anova", ped)):
+        assert objective[evaluator]["factors"][0]["factor"] == "train.learning_rate", evaluator
+        assert rows["train.learning_rate"]["importance"] > 0.5 > rows["data.noise.factor"]["importance"]
+        assert rows["train.learning_rate"]["importance"] > 5 * rows["data.noise.factor"]["importance"]
+    assert fanova["train.learning_rate"]["range"][0] > fanova["data.noise.factor"]["range"][1]
+
+
+def two_objective_study(storage: str | None = None, name: str | None = None) -> tuple[optuna.Study, set[int]]:
+    """A real 2-objective study (minimise val_loss, maximise val_psnr) with a known Pareto front.
+
+    Five hand-placed trials: (0.1, 20), (0.2, 25), (0.3, 24), (0.4, 30), (0.5, 10); the third is
+    dominated by the second and the fifth by all, so the front is trials 0, 1 and 3. Then random
+    trials where `model.filters` drives the loss and `train.learning_rate` the PSNR, placed
+    behind the front so it stays the same.
+    """
+    spec = {"name": name or "two-objectives", "objective": [{"metric": "val_loss", "direction": "minimize"},
+                                                           {"metric": "val_psnr", "direction": "maximize"}]}  # fmt: skip
+    study = optuna.create_study(storage=storage, study_name=name, directions=["minimize", "maximize"],
+                                sampler=optuna.samplers.RandomSampler(seed=3))  # fmt: skip
+    study.set_user_attr(SPEC_ATTR, spec)
+    distributions = {"model.filters": optuna.distributions.IntDistribution(4, 64),
+                     "train.learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}  # fmt: skip
+    for k, values in enumerate([(0.1, 20.0), (0.2, 25.0), (0.3, 24.0), (0.4, 30.0), (0.5, 10.0)]):
+        study.add_trial(optuna.trial.create_trial(params={"model.filters": 4 + k, "train.learning_rate": 1e-3},
+                                                  distributions=distributions, values=list(values),
+                                                  user_attrs={CELL_ATTR: f"trial-{k}", SEED_ATTR: 0}))  # fmt: skip
+    rng = np.random.default_rng(3)
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        filters = trial.suggest_int("model.filters", 4, 64)
+        rate = trial.suggest_float("train.learning_rate", 1e-4, 1e-2, log=True)
+        trial.set_user_attr(CELL_ATTR, f"trial-{trial.number}")
+        trial.set_user_attr(SEED_ATTR, trial.number % 2)
+        # behind the front: loss >= 0.6 > 0.5, PSNR <= 9 < 10
+        return 0.6 + filters / 64 + rng.normal(0, 0.01), 9.0 + np.log10(rate) + rng.normal(0, 0.02)
+
+    study.optimize(objective, n_trials=35)
+    return study, {0, 1, 3}
+
+
+def test_multi_objective_importances_per_objective_and_the_pareto_front() -> None:
+    from ablate.report.pareto import pareto_front
+
+    study, front = two_objective_study()
+    objectives = objectives_of(study.user_attrs[SPEC_ATTR], ["minimize", "maximize"])
+    assert [o["metric"] for o in objectives] == ["val_loss", "val_psnr"]
+    # The spec's objective may also be one mapping (single-objective studies), or missing.
+    assert objectives_of({"objective": {"metric": "val_mse", "direction": "minimize"}}, ["minimize"]) == [
+        {"metric": "val_mse", "direction": "minimize"}]  # fmt: skip
+    assert objectives_of({}, ["minimize", "maximize"])[1] == {"metric": "objective 1", "direction": "maximize"}
+
+    pareto = pareto_front(study, objectives)
+    assert {t["number"] for t in pareto["front"]} == front
+    assert [t["values"] for t in pareto["front"]] == [[0.1, 20.0], [0.2, 25.0], [0.4, 30.0]]  # sorted by the first
+    assert pareto["complete"] == 40 and sum(t["on_front"] for t in pareto["trials"]) == 3
+    assert pareto_front(searched_study(n_trials=5), objectives_of({}, ["minimize"])) is None  # one objective: none
+
+    # Importances on the random trials (the hand-placed five follow no law): one ranking per objective.
+    result = importances(study.trials[5:], objectives, resamples=4)
+    loss, psnr = result["objectives"]
+    assert (loss["metric"], psnr["metric"], psnr["direction"]) == ("val_loss", "val_psnr", "maximize")
+    for evaluator in ("fanova", "ped_anova"):  # each objective ranks its own driver first (Optuna's target=)
+        assert loss[evaluator]["factors"][0]["factor"] == "model.filters", evaluator
+        assert psnr[evaluator]["factors"][0]["factor"] == "train.learning_rate", evaluator
+
+
+def make_stored_study(project: Any, spec: dict[str, Any], rows: list[tuple[dict[str, Any], int, float]]) -> str:
+    """A grid study as `ablate run` stores it (spec attr, cell and seed attrs, categorical params),
+    with planted values instead of training: the report's statistics without Keras."""
+    loaded = spec_from_dict(spec).spec
+    project.home.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(study_name=loaded.name, storage=project.storage, direction=loaded.primary.direction)
+    study.set_user_attr(SPEC_ATTR, loaded.model_dump(mode="json"))
+    levels = loaded.levels
+    for params, seed, value in rows:
+        from ablate.spec import cell_key
+
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions={n: CategoricalDistribution(levels[n]) for n in params}, value=value,
+            user_attrs={CELL_ATTR: cell_key(params), SEED_ATTR: seed},
+        ))  # fmt: skip
+    return loaded.name
+
+
+@pytest.fixture
+def planted_grid(tmp_path: Path) -> tuple[Any, str, dict[tuple[str, int, int], float]]:
+    """skip x filters x 3 seeds: concat lowers the loss by 0.05 against none; filters do nothing."""
+    project = resolve_project(home=tmp_path / "home")
+    rng = np.random.default_rng(5)
+    offsets = rng.normal(0, 0.02, size=3)
+    values = {
+        (skip, filters, seed): float(0.12 + offsets[seed] - 0.05 * (skip == "concat") + rng.normal(0, 0.002))
+        for skip in ("none", "concat") for filters in (4, 8) for seed in range(3)
+    }  # fmt: skip
+    name = make_stored_study(
+        project, tiny_study(name="planted-grid", factors={"model.skip": ["none", "concat"], "model.filters": [4, 8]}, repeats=3),
+        [({"model.skip": skip, "model.filters": filters}, seed, v) for (skip, filters, seed), v in values.items()],
+    )
+    return project, name, values
+
+
+def test_baseline_option_through_the_parser_and_the_answer(planted_grid: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    project, name, values = planted_grid
+    args = build_parser().parse_args(["report", name, "--baseline", "model.skip=concat", "--baseline", "model.filters=8"])
+    assert args.baseline == ["model.skip=concat", "model.filters=8"]
+
+    default = make_report(name, project, form="md", bootstrap=0).answer
+    chosen = make_report(name, project, form="md", bootstrap=0, baselines=args.baseline).answer
+    by_factor = {e["factor"]: e for e in default["effects"]}
+    assert (by_factor["model.skip"]["level"], by_factor["model.skip"]["baseline"]) == ("concat", "none")
+    assert default["design"]["baseline"] == {"model.skip": "none", "model.filters": 4}
+    assert chosen["design"]["baseline"] == {"model.skip": "concat", "model.filters": 8}
+    assert chosen["design"]["baseline_chosen"] == ["model.filters", "model.skip"]
+    flipped = {e["factor"]: e for e in chosen["effects"]}
+    assert (flipped["model.skip"]["level"], flipped["model.skip"]["baseline"]) == ("none", "concat")
+    assert (flipped["model.filters"]["level"], flipped["model.filters"]["baseline"]) == (4, 8)
+    # The same paired differences with the sign turned: none - concat, per seed, averaged over filters.
+    per_seed = [np.mean([values[("none", f, s)] - values[("concat", f, s)] for f in (4, 8)]) for s in range(3)]
+    assert flipped["model.skip"]["difference"]["mean"] == pytest.approx(np.mean(per_seed))
+    assert flipped["model.skip"]["difference"]["mean"] == pytest.approx(-by_factor["model.skip"]["difference"]["mean"])
+    assert flipped["model.skip"]["difference"]["ci95"][0] > 0 and flipped["model.skip"]["verdict"] == "worse"
+    assert "0.05" in f"{flipped['model.skip']['difference']['mean']:.2f}"
+
+    # Through the whole command: json on stdout, and the Markdown says which baselines were chosen.
+    home = str(project.home)
+    assert main(["report", name, "--home", home, "--format", "json", "--bootstrap", "0", "--baseline", "model.skip=concat"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["effects"][0]["baseline"] == "concat" and answer["effects"][0]["level"] == "none"
+    assert main(["report", name, "--home", home, "--format", "md", "--bootstrap", "0", "--baseline", "model.skip=concat"]) == 0
+    assert "`model.skip=concat` (--baseline)" in capsys.readouterr().out
+
+    # A level that is not one of the factor's levels: exit 2, what was wrong and the valid levels.
+    assert main(["report", name, "--home", home, "--format", "md", "--baseline", "model.skip=residual"]) == 2
+    err = capsys.readouterr().err
+    assert "'residual' is not a level of model.skip" in err and "its levels are: none, concat" in err
+    assert main(["report", name, "--home", home, "--format", "md", "--baseline", "model.depth=2"]) == 2
+    err = capsys.readouterr().err
+    assert "model.depth is not a factor" in err and "model.skip (none, concat)" in err and "model.filters (4, 8)" in err
+    for bad, message in (("model.skip", "expected FACTOR=LEVEL"), ("model.filters=16", "its levels are: 4, 8")):
+        with pytest.raises(BaselineError, match=message):
+            make_report(name, project, form="md", bootstrap=0, baselines=[bad])
+    with pytest.raises(BaselineError, match="given twice"):
+        make_report(name, project, form="md", bootstrap=0, baselines=["model.skip=none", "model.skip=concat"])
+
+
+def test_grid_report_ranks_importances_with_both_evaluators(planted_grid: Any) -> None:
+    project, name, _ = planted_grid
+    report = make_report(name, project, form="md", bootstrap=5)
+    imp = report.answer["importances"]
+    assert imp["computed"] and imp["evaluators"] == ["fanova", "ped_anova"]
+    (objective,) = imp["objectives"]
+    assert objective["fanova"]["factors"][0]["factor"] == "model.skip" == objective["ped_anova"]["factors"][0]["factor"]
+    md = report.text
+    assert "| factor | fANOVA | range | PED-ANOVA | range |" in md and "| `model.skip` | " in md
+    assert "PED-ANOVA: Optuna PED-ANOVA" in md and "5 resamples" in md
+
+
+@pytest.fixture
+def stored_two_objectives(tmp_path: Path) -> tuple[Any, str, set[int]]:
+    """The 2-objective study as `ablate run` would store a searched one: in the project's storage,
+    with a validated search spec (two objectives need design: search)."""
+    project = resolve_project(home=tmp_path / "home")
+    project.home.mkdir(parents=True)
+    spec = spec_from_dict(tiny_study(
+        name="two-objectives", design="search", search={"sampler": "nsga2", "trials": 40},
+        objective=[{"metric": "val_loss", "direction": "minimize"}, {"metric": "val_psnr", "direction": "maximize"}],
+        factors={"model.filters": {"type": "int", "low": 4, "high": 64},
+                 "train.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
+    )).spec  # fmt: skip
+    study, front = two_objective_study(project.storage, spec.name)
+    study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
+    return project, spec.name, front
+
+
+def test_multi_objective_report_shows_the_pareto_front_in_every_form(stored_two_objectives: Any, tmp_path: Path) -> None:
+    project, name, front = stored_two_objectives
+    report = make_report(name, project, form="html", out=tmp_path / "page", bootstrap=3, log=False)
+    answer = report.answer
+    assert [o["metric"] for o in answer["objectives"]] == ["val_loss", "val_psnr"]
+    assert {t["number"] for t in answer["pareto"]["front"]} == front
+    assert answer["effects"] == [] and answer["best"] is None  # a search: no levels; two objectives: no single best
+    assert [o["metric"] for o in answer["importances"]["objectives"]] == ["val_loss", "val_psnr"]
+    assert answer["trials"][1]["values"] == [0.2, 25.0]
+    names = {p.name for p in report.folder.iterdir()}
+    assert {"index.html", "pareto.png", "importances.png", "report.md", "report.json"} <= names
+    from PIL import Image
+
+    for png in ("pareto.png", "importances.png"):
+        pixels = np.asarray(Image.open(report.folder / png).convert("L"))
+        assert pixels.std() > 5, f"{png} is blank"
+    page = (report.folder / "index.html").read_text()
+    assert 'id="chart-pareto"' in page and 'id="pareto-table"' in page and page.count('<tr class="pareto">') == 3
+    assert "https://" not in page.split("<script>", 1)[0]  # still self-contained
+    md = (report.folder / "report.md").read_text()
+    assert "## Pareto front" in md and "| val_loss (min) | val_psnr (max) |" in md
+    assert "| 3 | 0.4000 | 30.0000 |" in md and "### maximize `val_psnr`" in md
+    assert "samples its configurations instead of enumerating levels" in md
+    assert main(["report", name, "--home", str(project.home), "--format", "md", "--baseline", "model.filters=8"]) == 2
 
 
 # ---- the page in a real headless Chromium -------------------------------------------------------
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (`make test` installs it as root: apt-get install chromium)")
-def test_page_in_headless_chromium(trained: Any, tmp_path: Path) -> None:
-    project, _ = trained
-    report = make_report("tiny-report", project, form="html", out=tmp_path / "page", log=False)
-    page = report.folder / "index.html"
-    shots = tmp_path / "screenshots"  # kept under tmp_path as the test's artifacts
+NEEDS_CHROMIUM = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (`make test` installs it as root: apt-get install chromium)"
+)
+
+
+def load_in_chromium(page: Path, profile: Path, shots: Path, selectors: tuple[str, ...], charts: int) -> dict[str, Any]:
+    """Open a report page in headless Chromium; count what rendered, screenshot it, keep every event."""
     shots.mkdir()
-    with Chromium(CHROMIUM, tmp_path / "profile") as browser:
+    with Chromium(CHROMIUM, profile) as browser:
         session = browser.open_page()
         for domain in ("Runtime", "Log", "Network", "Page"):
             browser.send(f"{domain}.enable", session=session)
         browser.send("Page.navigate", {"url": page.as_uri()}, session=session)
         browser.wait_for("Page.loadEventFired", timeout=60)
-        charts = browser.evaluate(session, "document.querySelectorAll('.js-plotly-plot .main-svg').length", until=lambda n: n >= 2)
-        rows = browser.evaluate(session, "document.querySelectorAll('#trials-table tbody tr.trial').length")
-        image = browser.evaluate(session, "(() => { const i = document.querySelector('img.reconstructions'); return i.complete ? i.naturalWidth : 0; })()")
-        full = browser.screenshot(session, shots / "page.png")
-        regions = {}
-        for selector in ("#chart-effects", "#chart-curves", "img.reconstructions"):
+        seen = {
+            "charts": browser.evaluate(session, "document.querySelectorAll('.js-plotly-plot .main-svg').length", until=lambda n: n >= charts),
+            "rows": browser.evaluate(session, "document.querySelectorAll('#trials-table tbody tr.trial').length"),
+            "image": browser.evaluate(session, "(() => { const i = document.querySelector('img.reconstructions'); return i && i.complete ? i.naturalWidth : 0; })()"),
+        }  # fmt: skip
+        pictures = {"page": browser.screenshot(session, shots / "page.png")}
+        for selector in selectors:
             box = browser.evaluate(session, f"JSON.stringify(document.querySelector('{selector}').getBoundingClientRect())")
             name = selector.strip("#.").replace("img.", "")
-            regions[name] = browser.screenshot(session, shots / f"{name}.png", clip=json.loads(box))
+            pictures[name] = browser.screenshot(session, shots / f"{name}.png", clip=json.loads(box))
         events = list(browser.events)
-
-    assert charts >= 2, "the plotly charts did not render"
-    assert rows == 4 == len(report.answer["trials"])
-    assert image > 0, "the reconstruction picture did not load"
     errors = [e for e in events if e["method"] == "Runtime.exceptionThrown"
               or (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
               or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]  # fmt: skip
-    assert not errors, errors
     requests = [e["params"]["request"]["url"] for e in events if e["method"] == "Network.requestWillBeSent"]
-    assert requests and requests[0] == page.as_uri()
-    outside = [url for url in requests if not url.startswith(("file://", "data:", "blob:"))]
+    return {**seen, "pictures": pictures, "errors": errors, "requests": requests}
+
+
+def assert_clean_page(seen: dict[str, Any], page: Path) -> None:
+    """No console error, no request outside the file, no blank picture."""
+    assert not seen["errors"], seen["errors"]
+    assert seen["requests"] and seen["requests"][0] == page.as_uri()
+    outside = [url for url in seen["requests"] if not url.startswith(("file://", "data:", "blob:"))]
     assert not outside, f"the page fetched from outside its file: {outside}"
-    for name, picture in {"page": full, **regions}.items():
+    for name, picture in seen["pictures"].items():
         assert picture.std() > 5 and len(np.unique(picture)) > 10, f"{name} screenshot is blank"
+
+
+@pytest.mark.slow
+@NEEDS_CHROMIUM
+def test_page_in_headless_chromium(trained: Any, tmp_path: Path) -> None:
+    project, _ = trained
+    report = make_report("tiny-report", project, form="html", out=tmp_path / "page", log=False)
+    page = report.folder / "index.html"
+    # screenshots are kept under tmp_path as the test's artifacts
+    seen = load_in_chromium(page, tmp_path / "profile", tmp_path / "screenshots",
+                            ("#chart-effects", "#chart-curves", "img.reconstructions"), charts=2)  # fmt: skip
+    assert seen["charts"] >= 2, "the plotly charts did not render"
+    assert seen["rows"] == 4 == len(report.answer["trials"])
+    assert seen["image"] > 0, "the reconstruction picture did not load"
+    assert_clean_page(seen, page)
+
+
+@NEEDS_CHROMIUM
+def test_multi_objective_page_in_headless_chromium(stored_two_objectives: Any, tmp_path: Path) -> None:
+    project, name, _ = stored_two_objectives
+    report = make_report(name, project, form="html", out=tmp_path / "page", bootstrap=3, log=False)
+    page = report.folder / "index.html"
+    seen = load_in_chromium(page, tmp_path / "profile", tmp_path / "screenshots",
+                            ("#chart-importances", "#chart-pareto", "#pareto-table"), charts=2)  # fmt: skip
+    assert seen["charts"] >= 2, "the importance and Pareto charts did not render"
+    assert seen["rows"] == 40 == len(report.answer["trials"])
+    assert_clean_page(seen, page)
 
 
 class Chromium:

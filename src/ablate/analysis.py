@@ -5,13 +5,19 @@ validation noise, so the difference per seed removes what the seeds have in comm
 is Student's t on the n values (n - 1 degrees of freedom); with n < 2 there is no interval.
 
 Effects (`study_effects`): for every factor and every level other than the baseline (the factor's
-first level in the study file), the paired difference `level - baseline` of the objective. In a
-grid with several factors the difference is taken within each combination of the other factors'
-levels and averaged over them per seed, so the seed stays the unit of replication (cells that
-share a seed share its data order and noise, so they are not independent). Each effect has a t
-interval, a paired t test (and Wilcoxon's signed-rank p as a check that needs no normality), and
-a Holm-adjusted p over all the study's comparisons. The same functions serve `ablate report` and
-`ablate reproduce`, so their tables always agree.
+first level in the study file, or the level chosen in `baselines`), the paired difference
+`level - baseline` of the objective. In a grid with several factors the difference is taken within
+each combination of the other factors' levels and averaged over them per seed, so the seed stays
+the unit of replication (cells that share a seed share its data order and noise, so they are not
+independent). Each effect has a t interval, a paired t test (and Wilcoxon's signed-rank p as a
+check that needs no normality), and a Holm-adjusted p over all the study's comparisons. The same
+functions serve `ablate report` and `ablate reproduce`, so their tables always agree.
+
+Designs other than the full grid pass their `cells` (the configurations that ran): a factor's
+levels are then compared within the combinations of the other factors in which every level of
+the factor ran (one-at-a-time: only the reference configuration), and factors that exist only
+under some of the factor's levels (conditional ones, absent from the cell) are averaged over.
+With `cells` left out the design is the full grid of `factors`.
 """
 
 from __future__ import annotations
@@ -230,8 +236,15 @@ def cell_values(observations: Iterable[Observation], factors: Mapping[str, Seque
 
 
 def cell_tuple(params: Mapping[str, Level], factors: Mapping[str, Sequence[Level]]) -> tuple[Level, ...]:
-    """The key of a cell in `cell_values`' table: its levels in factor order."""
-    return tuple(_level_key(params.get(name)) for name in factors)
+    """The key of a cell in `cell_values`' table: its levels in factor order.
+
+    A factor absent from `params` (a conditional factor switched off) has its own marker, so it
+    is never confused with a level `None`.
+    """
+    return tuple(_level_key(params[name]) if name in params else ABSENT for name in factors)
+
+
+ABSENT = ("absent",)  # a conditional factor's place in a cell key when the factor is switched off
 
 
 def level_values(
@@ -239,27 +252,36 @@ def level_values(
     factors: Mapping[str, Sequence[Level]],
     factor: str,
     level: Level,
+    cells: Sequence[Mapping[str, Level]] | None = None,
 ) -> dict[int, float]:
     """Seed -> mean over the other factors' level combinations of the value at `factor=level`.
 
     A seed enters only if every combination has a value for it, so each seed's mean is over the
-    same cells. With a single factor this is just the cell's values.
+    same cells. With a single factor this is just the cell's values. `cells`: the design's
+    configurations when it is not the full grid of `factors` (see the module's docstring).
     """
-    index = list(factors).index(factor)
-    contexts = _contexts(factors, factor)
+    groups = _level_groups(factors, factor, cells)
     per_seed: dict[int, list[float]] = {}
-    for context in contexts:
-        key = context[:index] + (_level_key(level),) + context[index:]
-        for seed, value in table.get(key, {}).items():
+    for group in groups:
+        for seed, value in _group_values(table, group.get(_level_key(level), [])).items():
             per_seed.setdefault(seed, []).append(value)
-    return {seed: float(np.mean(v)) for seed, v in sorted(per_seed.items()) if len(v) == len(contexts)}
+    return {seed: float(np.mean(v)) for seed, v in sorted(per_seed.items()) if len(v) == len(groups)}
 
 
 def level_estimate(
-    table: Mapping[tuple[Level, ...], Mapping[int, float]], factors: Mapping[str, Sequence[Level]], factor: str, level: Level
+    table: Mapping[tuple[Level, ...], Mapping[int, float]],
+    factors: Mapping[str, Sequence[Level]],
+    factor: str,
+    level: Level,
+    cells: Sequence[Mapping[str, Level]] | None = None,
 ) -> Estimate:
     """Mean and t interval over seeds of one factor level (averaged over the other factors)."""
-    return mean_ci(level_values(table, factors, factor, level).values())
+    return mean_ci(level_values(table, factors, factor, level, cells).values())
+
+
+def comparable(factors: Mapping[str, Sequence[Level]], factor: str, cells: Sequence[Mapping[str, Level]] | None = None) -> bool:
+    """Whether the design ran every level of `factor` in at least one combination of the others."""
+    return bool(_level_groups(factors, factor, cells))
 
 
 def study_effects(
@@ -269,25 +291,38 @@ def study_effects(
     direction: Literal["minimize", "maximize"] = "minimize",
     metric: str = "val_loss",
     confidence: float = 0.95,
+    baselines: Mapping[str, Level] | None = None,
+    cells: Sequence[Mapping[str, Level]] | None = None,
 ) -> list[Effect]:
-    """Every factor level against its factor's baseline (first level), paired by seed, Holm-corrected.
+    """Every factor level against its factor's baseline, paired by seed, Holm-corrected.
 
     Args:
         observations: finished trials (params, seed, value).
         factors: the study's factors and their levels, in file order; the first level of each
-            is its baseline.
+            is its baseline unless `baselines` names another.
         direction: whether a lower or a higher objective is better (for the verdict).
         metric: the objective's name, for the notes.
         confidence: of the intervals.
+        baselines: factor -> the level the factor's other levels are compared against (each
+            must be one of its levels); factors left out keep their first level.
+        cells: the design's configurations when it is not the full grid of `factors`
+            (one-at-a-time, conditional factors); factors none of whose combinations ran all
+            their levels have no effect rows.
     """
     table = cell_values(observations, factors)
+    chosen = dict(baselines or {})
     raw: list[Effect] = []
     for factor, levels in factors.items():
-        if len(levels) < 2:
+        if len(levels) < 2 or not comparable(factors, factor, cells):
             continue
-        baseline = level_values(table, factors, factor, levels[0])
-        for level in levels[1:]:
-            treatment = level_values(table, factors, factor, level)
+        reference = chosen.get(factor, levels[0])
+        if all(_level_key(reference) != _level_key(level) for level in levels):
+            raise ValueError(f"baseline {reference!r} of {factor!r} is not one of its levels {list(levels)}")
+        baseline = level_values(table, factors, factor, reference, cells)
+        for level in levels:
+            if _level_key(level) == _level_key(reference):
+                continue
+            treatment = level_values(table, factors, factor, level, cells)
             seeds = tuple(sorted(set(treatment) & set(baseline)))
             differences = np.asarray([treatment[s] - baseline[s] for s in seeds], dtype=float)
             difference = mean_ci(differences, confidence)
@@ -296,7 +331,7 @@ def study_effects(
                 Effect(
                     factor=factor,
                     level=level,
-                    baseline=levels[0],
+                    baseline=reference,
                     difference=difference,
                     seeds=seeds,
                     p_value=p_value,
@@ -359,9 +394,45 @@ def _with_verdict(effect: Effect, *, direction: str, metric: str, comparisons: i
     )
 
 
-def _contexts(factors: Mapping[str, Sequence[Level]], factor: str) -> list[tuple[Level, ...]]:
-    others = [[_level_key(level) for level in levels] for name, levels in factors.items() if name != factor]
-    return list(itertools.product(*others))
+def _design(factors: Mapping[str, Sequence[Level]], cells: Sequence[Mapping[str, Level]] | None) -> list[Mapping[str, Level]]:
+    if cells is not None:
+        return list(cells)
+    names = list(factors)
+    return [dict(zip(names, combo)) for combo in itertools.product(*factors.values())]
+
+
+def _level_groups(
+    factors: Mapping[str, Sequence[Level]], factor: str, cells: Sequence[Mapping[str, Level]] | None
+) -> list[dict[Level, list[tuple[Level, ...]]]]:
+    """The contexts in which `factor`'s levels are compared: per context, level -> its cell keys.
+
+    A context is a combination of the factors present in every cell that has `factor` (the
+    others, conditional on it, are averaged over within the context); only contexts in which
+    every level of `factor` ran count. The full grid: one context per combination of the other
+    factors' levels, one cell per level.
+    """
+    with_factor = [cell for cell in _design(factors, cells) if factor in cell]
+    context_names = [name for name in factors if name != factor and all(name in cell for cell in with_factor)]
+    wanted = {_level_key(level) for level in factors[factor]}
+    groups: dict[tuple[Level, ...], dict[Level, list[tuple[Level, ...]]]] = {}
+    for cell in with_factor:
+        context = tuple(_level_key(cell[name]) for name in context_names)
+        keys = groups.setdefault(context, {}).setdefault(_level_key(cell[factor]), [])
+        key = cell_tuple(cell, factors)
+        if key not in keys:
+            keys.append(key)
+    return [group for group in groups.values() if wanted <= set(group)]
+
+
+def _group_values(table: Mapping[tuple[Level, ...], Mapping[int, float]], keys: Sequence[tuple[Level, ...]]) -> dict[int, float]:
+    # Seed -> mean over the cells of one level within one context (several only when a
+    # conditional factor varies under it); a seed counts only if every one of those cells has it.
+    if not keys:
+        return {}
+    per_cell = [table.get(key, {}) for key in keys]
+    seeds = set(per_cell[0]).intersection(*per_cell[1:])
+    return {seed: float(np.mean([values[seed] for values in per_cell])) if len(per_cell) > 1 else per_cell[0][seed]
+            for seed in seeds}  # fmt: skip
 
 
 def _level_key(level: Level) -> Level:

@@ -1,15 +1,21 @@
 """The study's answer as one JSON-ready dict: what every form (HTML, Markdown, JSON) renders.
 
 Statistics come from `ablate.analysis` (the same code as `ablate reproduce`); this module only
-arranges them: variants (cells) with intervals, effects per factor level, importances, learning
-curves with a band over seeds, the median-seed run of each variant, the trials table and the
-best configuration as a study file fragment.
+arranges them: variants (cells) with intervals, effects per factor level against the baselines
+(`--baseline` may choose them), importances, the Pareto front of a multi-objective study,
+learning curves with a band over seeds, the median-seed run of each variant, the trials table
+and the best configuration as a study file fragment.
+
+Enumerated designs (grid, one-at-a-time) get effects; a search samples its configurations, so
+it has no levels to compare: its answer is the importances, the best trial (or the Pareto front)
+and the trials.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -26,15 +32,78 @@ from ablate.analysis import (
     paired_difference,
     study_effects,
 )
-from ablate.report.collect import StudyData
-from ablate.spec import StudySpec, cell_key, set_dotted, spec_from_dict
+from ablate.report.collect import ReportInputError, StudyData
+from ablate.spec import Level, SpecError, StudySpec, cell_key, parse_override, set_dotted, spec_from_dict
 
 BAND_METHOD = "mean over seeds; the band spans the lowest to the highest seed at each epoch"
 DEFAULT_UI = "http://127.0.0.1:5000"
+MAX_SHOWN_CELLS = 12  # learning curves and reconstructions: the best ones when a study has more
+SECTIONS = ("data", "model", "train", "diffusion", "ensemble")  # a study file's fixed settings, where present
+
+
+class BaselineError(ReportInputError):
+    """A `--baseline FACTOR=LEVEL` that names no factor or no level of it."""
+
+
+def enumerated(spec: StudySpec) -> bool:
+    """Whether the design enumerates its configurations (grid, one-at-a-time), so effects apply."""
+    return spec.design != "search"
+
+
+def default_baselines(spec: StudySpec) -> dict[str, Level]:
+    """Each factor's reference level: the study's `baseline` (one-at-a-time), else its first level."""
+    chosen = dict(getattr(spec, "baseline", None) or {})
+    return {name: chosen.get(name, levels[0]) for name, levels in spec.levels.items() if levels}
+
+
+def resolve_baselines(spec: StudySpec, requested: Sequence[str]) -> dict[str, Level]:
+    """Parse `--baseline FACTOR=LEVEL` options (repeatable) against the study's factors.
+
+    The level is read as YAML, like `--set`, and matched to the factor's levels as written in the
+    study file (`model.skip=none`, `model.filters=16`, `train.learning_rate=0.001`).
+
+    Raises:
+        BaselineError: not FACTOR=LEVEL, not a factor of the study, a factor named twice, a
+            search design (it has no levels), or a level that is not one of the factor's levels
+            (the message lists the valid ones).
+    """
+    chosen: dict[str, Level] = {}
+    if not requested:
+        return chosen
+    if not enumerated(spec):
+        raise BaselineError(
+            f"--baseline {requested[0]}: study {spec.name!r} is a {spec.design} design, which samples its configurations "
+            "and has no levels to compare against; --baseline applies to grid and one-at-a-time studies"
+        )
+    levels = spec.levels
+    for item in requested:
+        try:
+            name, value = parse_override(item)
+        except SpecError:
+            raise BaselineError(f"--baseline {item!r}: expected FACTOR=LEVEL, e.g. --baseline model.skip=none") from None
+        if name not in levels:
+            known = "; ".join(f"{f} ({', '.join(_text(v) for v in ls)})" for f, ls in levels.items()) or "none"
+            raise BaselineError(f"--baseline {item}: {name} is not a factor of study {spec.name!r}; its factors: {known}")
+        if name in chosen:
+            raise BaselineError(f"--baseline {item}: {name} is given twice; give one baseline per factor")
+        text = item.partition("=")[2].strip()
+        match = [level for level in levels[name] if _same_level(level, value, text)]
+        if not match:
+            raise BaselineError(
+                f"--baseline {item}: {text!r} is not a level of {name}; its levels are: "
+                f"{', '.join(_text(v) for v in levels[name])}"
+            )
+        chosen[name] = match[0]
+    return chosen
 
 
 def build_answer(
-    data: StudyData, *, ui_url: str | None = None, importances: dict[str, Any] | None = None
+    data: StudyData,
+    *,
+    ui_url: str | None = None,
+    importances: dict[str, Any] | None = None,
+    baselines: Mapping[str, Level] | None = None,
+    pareto: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Arrange a collected study into the report's answer.
 
@@ -43,25 +112,36 @@ def build_answer(
         ui_url: the MLflow UI the trial links point to (default: the tracking server when it is
             one, else the address `ablate ui` serves on).
         importances: the result of `ablate.report.importance.importances`, when computed.
+        baselines: factor -> the level its other levels are compared against (checked with
+            `resolve_baselines`); the others keep `default_baselines`.
+        pareto: the result of `ablate.report.pareto.pareto_front` for a multi-objective study.
     """
     spec = data.spec
     records = [row.record for row in data.trials]
     observations = observations_from(records, seeds=spec.seeds)
-    table = cell_values(observations, spec.factors)
-    metric, direction = spec.objective.metric, spec.objective.direction
-    effects = study_effects(observations, spec.factors, direction=direction, metric=metric)
-
-    cells = []
-    for cell in spec.cells():
-        per_seed = table.get(cell_tuple(cell, spec.factors), {})
-        cells.append({"cell": cell_key(cell), "params": cell, "estimate": mean_ci(per_seed.values()).as_dict(),
-                      "per_seed": {str(s): v for s, v in sorted(per_seed.items())}})  # fmt: skip
-    levels = [
-        {"factor": f, "level": level, "estimate": level_estimate(table, spec.factors, f, level).as_dict()}
-        for f, values in spec.factors.items()
-        for level in values
-    ]
+    metric, direction = spec.primary.metric, spec.primary.direction
+    objectives = data.objectives or [{"metric": metric, "direction": direction}]
+    cells: list[dict[str, Any]] = []
+    levels: list[dict[str, Any]] = []
+    effects: list[Any] = []
+    reference: dict[str, Level] = {}
+    if enumerated(spec):
+        factor_levels, design_cells = spec.levels, spec.cells()
+        reference = {**default_baselines(spec), **dict(baselines or {})}
+        table = cell_values(observations, factor_levels)
+        effects = study_effects(observations, factor_levels, direction=direction, metric=metric, baselines=reference,
+                                cells=design_cells)  # fmt: skip
+        for cell in design_cells:
+            per_seed = table.get(cell_tuple(cell, factor_levels), {})
+            cells.append({"cell": cell_key(cell), "params": cell, "estimate": mean_ci(per_seed.values()).as_dict(),
+                          "per_seed": {str(s): v for s, v in sorted(per_seed.items())}})  # fmt: skip
+        levels = [
+            {"factor": f, "level": level, "estimate": level_estimate(table, factor_levels, f, level, design_cells).as_dict()}
+            for f, values in factor_levels.items()
+            for level in values
+        ]
     ui = _ui_base(ui_url, data.tracking_uri)
+    shown = _shown_cells(data)
     return {
         "study": spec.name,
         "description": spec.description.strip(),
@@ -70,14 +150,18 @@ def build_answer(
         "experiment_id": data.experiment_id,
         "parent_run_id": data.parent_run_id,
         "objective": {"metric": metric, "direction": direction},
+        "objectives": objectives,
         "design": {
             "kind": spec.design,
-            "factors": {name: list(values) for name, values in spec.factors.items()},
-            "baseline": {name: values[0] for name, values in spec.factors.items()},
+            "enumerated": enumerated(spec),
+            "factors": _factor_summary(spec),
+            "baseline": reference,
+            "baseline_chosen": sorted(baselines or {}),
             "seeds": spec.seeds,
-            "cells": len(spec.cells()),
-            "trials_planned": len(spec.cells()) * spec.repeats,
+            "cells": len(cells),
+            "trials_planned": spec.planned_trials,
             "fixed": _fixed_settings(spec),
+            **({"search": spec.search.model_dump(mode="json")} if spec.design == "search" else {}),
         },
         "counts": _counts(records),
         "methods": {"ci": CI_METHOD, "test": TEST_METHOD, "band": BAND_METHOD},
@@ -85,9 +169,12 @@ def build_answer(
         "levels": levels,
         "effects": [e.as_dict() for e in effects],
         "importances": importances or {"computed": False, "reason": "not computed (--bootstrap 0)"},
-        "best": best_configuration(spec, observations),
-        "curves": learning_curves(data),
-        "median_runs": median_runs(data),
+        "pareto": pareto,
+        "best": best_configuration(spec, observations) if enumerated(spec) else best_trial(spec, data),
+        "curves": learning_curves(data, shown),
+        "median_runs": median_runs(data, shown),
+        "shown_cells": {"shown": len(shown), "of": len({row.record.cell for row in _latest_complete(data)}),
+                        "limit": MAX_SHOWN_CELLS},  # fmt: skip
         "trials": [_trial_row(row, spec, data.experiment_id, ui) for row in data.trials],
     }
 
@@ -98,26 +185,15 @@ def best_configuration(spec: StudySpec, observations: list[Observation]) -> dict
     Also compares it with the runner-up cell (paired by seed), so the page says whether "best"
     is distinguishable from second best at this number of seeds.
     """
-    table = cell_values(observations, spec.factors)
-    scored = [(cell, table.get(cell_tuple(cell, spec.factors), {})) for cell in spec.cells()]
+    table = cell_values(observations, spec.levels)
+    scored = [(cell, table.get(cell_tuple(cell, spec.levels), {})) for cell in spec.cells()]
     scored = [(cell, values) for cell, values in scored if values]
     if not scored:
         return None
-    sign = 1 if spec.objective.direction == "minimize" else -1
+    sign = 1 if spec.primary.direction == "minimize" else -1
     scored.sort(key=lambda item: sign * statistics.fmean(item[1].values()))
     cell, values = scored[0]
-    name = f"{spec.name}-best"[:100]
-    fragment: dict[str, Any] = {
-        "name": name,
-        "description": f"best cell of study {spec.name}: {cell_key(cell)}",
-        **spec.model_dump(mode="json", include={"data", "model", "train"}),
-        "repeats": spec.repeats,
-        "seed": spec.seed,
-        "objective": spec.objective.model_dump(mode="json"),
-    }
-    for setting, level in cell.items():
-        set_dotted(fragment, setting, level)
-    spec_from_dict(fragment, source="best configuration")  # ready to run: it must validate as it is
+    fragment = _study_file(spec, cell, f"best cell of study {spec.name}: {cell_key(cell)}")
     runner_up = None
     if len(scored) > 1:
         other_cell, other_values = scored[1]
@@ -137,10 +213,49 @@ def best_configuration(spec: StudySpec, observations: list[Observation]) -> dict
     }
 
 
-def learning_curves(data: StudyData) -> dict[str, dict[str, Any]]:
-    """Per cell and metric: epochs, mean, low and high over the complete seeds' MLflow histories."""
+def best_trial(spec: StudySpec, data: StudyData) -> dict[str, Any] | None:
+    """A search's best complete trial (first objective), as a ready-to-run study file fragment.
+
+    With several objectives there is no single best: the Pareto front is the answer, and this
+    returns None.
+    """
+    if len(data.objectives) > 1:
+        return None
+    sign = 1 if spec.primary.direction == "minimize" else -1
+    done = [row.record for row in data.trials if row.record.state == "COMPLETE" and _finite(row.record.value)]
+    if not done:
+        return None
+    done.sort(key=lambda r: (sign * r.value, r.number))
+    best = done[0]
+    params = dict(best.params)
+    fragment = _study_file(spec, params, f"best trial (#{best.number}) of study {spec.name}: {cell_key(params)}")
+    runner_up = None
+    if len(done) > 1:
+        other = done[1]
+        runner_up = {"cell": f"trial {other.number}", "value": other.value, "params": dict(other.params)}
+    return {
+        "cell": cell_key(params),
+        "trial": best.number,
+        "params": params,
+        "estimate": mean_ci([best.value]).as_dict(),
+        "runner_up": runner_up,
+        "note": f"trial {best.number} ran one configuration once (seed {best.seed}); retrain it over {spec.repeats} seeds "
+        "with the file below before trusting the number",
+        "study_file": yaml.safe_dump(fragment, sort_keys=False),
+        "file_name": "best.yaml",
+        "command": "ablate run best.yaml",
+    }
+
+
+def learning_curves(data: StudyData, cells: set[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Per cell and metric: epochs, mean, low and high over the complete seeds' MLflow histories.
+
+    `cells`: only these (the report shows at most `MAX_SHOWN_CELLS`, the best ones).
+    """
     by_cell: dict[str, list[str]] = {}
     for row in _latest_complete(data):
+        if cells is not None and row.record.cell not in cells:
+            continue
         if row.record.run_id in data.curves:
             by_cell.setdefault(row.record.cell, []).append(row.record.run_id)
     curves: dict[str, dict[str, Any]] = {}
@@ -162,11 +277,12 @@ def learning_curves(data: StudyData) -> dict[str, dict[str, Any]]:
     return curves
 
 
-def median_runs(data: StudyData) -> dict[str, dict[str, Any]]:
+def median_runs(data: StudyData, cells: set[str] | None = None) -> dict[str, dict[str, Any]]:
     """Per cell, its median-seed complete run (the lower middle one for an even count)."""
     by_cell: dict[str, list[Any]] = {}
     for row in _latest_complete(data):
-        by_cell.setdefault(row.record.cell, []).append(row.record)
+        if cells is None or row.record.cell in cells:
+            by_cell.setdefault(row.record.cell, []).append(row.record)
     chosen = {}
     for cell, records in by_cell.items():
         ordered = sorted(records, key=lambda r: (r.value, r.seed))
@@ -186,6 +302,69 @@ def _latest_complete(data: StudyData) -> list[Any]:
     return list(latest.values())
 
 
+def _shown_cells(data: StudyData) -> set[str]:
+    """The cells whose curves and reconstructions the report shows: all, or the best MAX_SHOWN_CELLS."""
+    by_cell: dict[str, list[float]] = {}
+    for row in _latest_complete(data):
+        by_cell.setdefault(row.record.cell, []).append(row.record.value)
+    if len(by_cell) <= MAX_SHOWN_CELLS:
+        return set(by_cell)
+    sign = 1 if data.spec.primary.direction == "minimize" else -1
+    ranked = sorted(by_cell, key=lambda cell: (sign * statistics.fmean(by_cell[cell]), cell))
+    return set(ranked[:MAX_SHOWN_CELLS])
+
+
+def _study_file(spec: StudySpec, params: Mapping[str, Level], description: str) -> dict[str, Any]:
+    """A complete study file (every fixed setting, `params` applied, no factors) that validates."""
+    sections = [name for name in SECTIONS if name in type(spec).model_fields]
+    fragment: dict[str, Any] = {
+        "name": f"{spec.name}-best"[:100],
+        "description": description,
+        **spec.model_dump(mode="json", include=set(sections)),
+        "repeats": spec.repeats,
+        "seed": spec.seed,
+        "objective": spec.primary.model_dump(mode="json"),
+    }
+    for setting, level in params.items():
+        set_dotted(fragment, setting, level)
+    spec_from_dict(fragment, source="best configuration")  # ready to run: it must validate as it is
+    return fragment
+
+
+def _factor_summary(spec: StudySpec) -> dict[str, Any]:
+    """Each factor's levels (a list), or its searched range (a mapping) when it has no levels."""
+    summary: dict[str, Any] = {}
+    for name, factor in spec.factors.items():
+        if not hasattr(factor, "grid_levels"):  # a plain list of levels
+            summary[name] = list(factor)
+        elif factor.type == "categorical" or enumerated(spec):
+            summary[name] = list(factor.grid_levels(name))
+        else:  # a searched int or float range
+            summary[name] = factor.model_dump(mode="json", exclude_none=True, exclude_defaults=True) | {"type": factor.type}
+    return summary
+
+
+def _same_level(level: Level, value: Any, text: str) -> bool:
+    if isinstance(level, bool) or isinstance(value, bool):
+        return level is value or _text(level) == text.lower()
+    if level == value or _text(level) == text:
+        return True
+    if isinstance(level, (int, float)):
+        try:
+            return float(text) == float(level)
+        except ValueError:
+            return False
+    return False
+
+
+def _text(level: Any) -> str:
+    return "null" if level is None else str(level).lower() if isinstance(level, bool) else str(level)
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
 def _trial_row(row: Any, spec: StudySpec, experiment_id: str | None, ui: str) -> dict[str, Any]:
     r = row.record
     url = f"{ui}/#/experiments/{experiment_id}/runs/{r.run_id}" if r.run_id and experiment_id else None
@@ -193,9 +372,10 @@ def _trial_row(row: Any, spec: StudySpec, experiment_id: str | None, ui: str) ->
         "number": r.number,
         "state": r.state,
         "cell": r.cell,
-        "params": {name: r.params.get(name) for name in spec.factors},
+        "params": {name: r.params[name] for name in spec.factors if name in r.params},
         "seed": r.seed,
         "value": r.value,
+        "values": list(row.values) if row.values else None,
         "duration_s": row.duration_s,
         "run_id": r.run_id,
         "run_url": url,
@@ -213,7 +393,7 @@ def _counts(records: list[Any]) -> dict[str, int]:
 def _fixed_settings(spec: StudySpec) -> dict[str, Any]:
     from ablate.config import flatten
 
-    flat = flatten(spec.model_dump(mode="json", include={"data", "model", "train"}))
+    flat = flatten(spec.model_dump(mode="json", include={name for name in SECTIONS if name in type(spec).model_fields}))
     return {k: v for k, v in flat.items() if k not in spec.factors}
 
 

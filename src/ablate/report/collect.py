@@ -8,14 +8,14 @@ Nothing here computes statistics: see `ablate.analysis` and `ablate.report.answe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ablate.errors import AblateError
 from ablate.home import Project, redact
-from ablate.spec import StudySpec
-from ablate.study import SPEC_ATTR, TrialRecord, load_study, trial_records
+from ablate.spec import StudySpec, cell_key
+from ablate.study import CELL_ATTR, ERROR_ATTR, RUN_ATTR, SEED_ATTR, SPEC_ATTR, TrialRecord, load_study, trial_records
 
 CURVE_METRICS: tuple[str, ...] = ("train_loss", "val_loss")
 FINAL_IMAGE = "reconstructions/final.png"
@@ -31,6 +31,7 @@ class TrialRow:
 
     record: TrialRecord
     duration_s: float | None
+    values: tuple[float, ...] | None = None  # every objective's value (a complete trial); record.value is the first
 
 
 @dataclass
@@ -42,6 +43,8 @@ class StudyData:
         trials: every trial, in trial order.
         experiment_id, parent_run_id: the study's MLflow experiment and parent run.
         curves: MLflow run id -> metric -> [(epoch, value)], for complete trials.
+        objectives: `{metric, direction}` per objective, in the study's order (one for most studies).
+        study: the Optuna study itself (importances and the Pareto front read its trials).
     """
 
     spec: StudySpec
@@ -51,6 +54,8 @@ class StudyData:
     experiment_id: str | None
     parent_run_id: str | None
     curves: dict[str, dict[str, list[tuple[int, float]]]] = field(default_factory=dict)
+    objectives: list[dict[str, str]] = field(default_factory=list)
+    study: Any = None
 
 
 def collect(name: str, project: Project, *, curves: bool = True) -> StudyData:
@@ -67,11 +72,18 @@ def collect(name: str, project: Project, *, curves: bool = True) -> StudyData:
     raw_spec = study.user_attrs.get(SPEC_ATTR)
     if raw_spec is None:
         raise ReportInputError(f"study {name!r} has no {SPEC_ATTR} attribute: it was not created by `ablate run`")
+    from ablate.report.importance import objectives_of, study_directions
+
     spec = StudySpec.model_validate(raw_spec)
-    durations = {
-        t.number: t.duration.total_seconds() if t.duration is not None else None for t in study.get_trials(deepcopy=False)
-    }
-    rows = [TrialRow(record=r, duration_s=durations.get(r.number)) for r in trial_records(study)]
+    frozen = {t.number: t for t in study.get_trials(deepcopy=False)}
+    rows = [
+        TrialRow(
+            record=r,
+            duration_s=frozen[r.number].duration.total_seconds() if frozen[r.number].duration is not None else None,
+            values=tuple(frozen[r.number].values) if r.state == "COMPLETE" and frozen[r.number].values else None,
+        )
+        for r in _records(study)
+    ]
     data = StudyData(
         spec=spec,
         storage=redact(project.storage),
@@ -79,23 +91,53 @@ def collect(name: str, project: Project, *, curves: bool = True) -> StudyData:
         trials=rows,
         experiment_id=study.user_attrs.get("mlflow_experiment_id"),
         parent_run_id=study.user_attrs.get("mlflow_parent_run_id"),
+        objectives=objectives_of(raw_spec, study_directions(study)),
+        study=study,
     )
     if curves:
-        client = mlflow_client(project)
-        for row in rows:
-            if row.record.state == "COMPLETE" and row.record.run_id:
-                data.curves[row.record.run_id] = {
-                    metric: [(m.step, m.value) for m in sorted(client.get_metric_history(row.record.run_id, metric), key=lambda m: m.step)
-                             if math.isfinite(m.value)]
-                    for metric in CURVE_METRICS
-                }  # fmt: skip
+        read_curves(data, project)
     return data
+
+
+def read_curves(data: StudyData, project: Project) -> None:
+    """Fill `data.curves` with the complete trials' learning curves from MLflow."""
+    run_ids = [row.record.run_id for row in data.trials if row.record.state == "COMPLETE" and row.record.run_id]
+    if not run_ids:
+        return  # no run to read: do not open (or create) the store
+    client = mlflow_client(project)
+    for run_id in run_ids:
+        data.curves[run_id] = {
+            metric: [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, metric), key=lambda m: m.step)
+                     if math.isfinite(m.value)]
+            for metric in CURVE_METRICS
+        }  # fmt: skip
+
+
+def _records(study: Any) -> list[TrialRecord]:
+    """`ablate.study.trial_records`, also for several objectives (the first is the record's value),
+    and with each trial's params as its cell when the trial has no cell (a searched trial)."""
+    from optuna.trial import TrialState
+
+    try:
+        records = trial_records(study)
+    except RuntimeError:  # FrozenTrial.value refuses with several objectives
+        records = [
+            TrialRecord(
+                number=t.number, state=t.state.name, cell=t.user_attrs.get(CELL_ATTR, ""), seed=t.user_attrs.get(SEED_ATTR),
+                params=dict(t.params), value=t.values[0] if t.state == TrialState.COMPLETE and t.values else None,
+                run_id=t.user_attrs.get(RUN_ATTR), error=t.user_attrs.get(ERROR_ATTR),
+            )
+            for t in study.get_trials(deepcopy=False)
+        ]  # fmt: skip
+    return [r if r.cell else replace(r, cell=cell_key(r.params)) for r in records]
 
 
 def download_final_images(project: Project, run_ids: dict[str, str], folder: Path) -> dict[str, Path]:
     """Each named run's `reconstructions/final.png`, downloaded under `folder` (missing ones left out)."""
-    client = mlflow_client(project)
     found: dict[str, Path] = {}
+    if not run_ids:
+        return found
+    client = mlflow_client(project)
     for label, run_id in run_ids.items():
         destination = folder / run_id
         destination.mkdir(parents=True, exist_ok=True)
@@ -134,4 +176,4 @@ def _refuse_missing_store(project: Project) -> None:
             )
 
 
-__all__ = ["ReportInputError", "StudyData", "TrialRow", "collect", "download_final_images", "log_report"]
+__all__ = ["ReportInputError", "StudyData", "TrialRow", "collect", "download_final_images", "log_report", "read_curves"]

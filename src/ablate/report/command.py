@@ -40,7 +40,8 @@ def add_parser(commands: Any, common: argparse.ArgumentParser, overrides: argpar
         help="the study's answer: effects with CIs, curves, reconstructions, trials (HTML, Markdown, JSON)",
         description="Turn a study into the answer to its question: for each factor level, the paired difference "
         "from the baseline level over seeds with a 95%% t interval, a paired t test and Holm's correction; "
-        "fANOVA importances with bootstrap ranges (two or more factors); learning curves with a band over seeds; "
+        "fANOVA and PED-ANOVA importances with bootstrap ranges (two or more factors; per objective); the Pareto "
+        "front of a multi-objective study; learning curves with a band over seeds; "
         "each variant's reconstructions side by side; every trial with a link to its MLflow run; and the best "
         "configuration as a study file. html (default) writes a self-contained page (works offline) plus PNGs, "
         "JSON and best.yaml into --out and logs them to the study's MLflow parent run; md and json print to stdout.",
@@ -54,6 +55,9 @@ def add_parser(commands: Any, common: argparse.ArgumentParser, overrides: argpar
                         help="MLflow UI address for the trial links (default: the tracking server, else http://127.0.0.1:5000)")  # fmt: skip
     report.add_argument("--bootstrap", type=int, default=20, metavar="N",
                         help="bootstrap resamples for the importances' ranges (default 20; 0 skips importances)")  # fmt: skip
+    report.add_argument("--baseline", action="append", default=[], metavar="FACTOR=LEVEL",
+                        help="compare the factor's other levels against this level instead of its first one "
+                        "(the study's baseline in a one-at-a-time design); repeatable, e.g. --baseline model.skip=none")  # fmt: skip
     report.set_defaults(handler=_handle)
 
 
@@ -66,6 +70,7 @@ def make_report(
     log: bool = True,
     ui_url: str | None = None,
     bootstrap: int = 20,
+    baselines: tuple[str, ...] | list[str] = (),
 ) -> Report:
     """Read study `name` from the project's stores and render its report.
 
@@ -77,20 +82,31 @@ def make_report(
         log: log the html folder to the study's MLflow parent run under `report/`.
         ui_url: the MLflow UI the trial links point to.
         bootstrap: resamples for the importances; 0 skips them.
+        baselines: `FACTOR=LEVEL` strings (`--baseline`): the levels effects are computed against.
 
     Raises:
         ReportInputError: unknown study (with the known names), or no store where it looked.
+        BaselineError: a baseline that names no factor or no level of it (a ReportInputError).
     """
     if form not in FORMATS:
         raise ValueError(f"Received an invalid value for `form`, expected one of {FORMATS}. Received: form={form!r}")
-    from ablate.report.answer import build_answer
-    from ablate.report.collect import collect
+    from ablate.report.answer import build_answer, resolve_baselines
+    from ablate.report.collect import collect, read_curves
     from ablate.report.importance import importances
-    from ablate.study import load_study
+    from ablate.report.pareto import pareto_front
 
-    data = collect(name, project, curves=form != "md")
-    frozen = load_study(name, project.storage).get_trials(deepcopy=False)
-    answer = build_answer(data, ui_url=ui_url, importances=importances(data.spec, frozen, resamples=bootstrap))
+    data = collect(name, project, curves=False)
+    chosen = resolve_baselines(data.spec, list(baselines))  # before anything slow: a typo fails at once
+    if form != "md":  # md does not draw the curves: it skips reading them from MLflow
+        read_curves(data, project)
+    trials = data.study.get_trials(deepcopy=False)
+    answer = build_answer(
+        data,
+        ui_url=ui_url,
+        importances=importances(trials, data.objectives, resamples=bootstrap),
+        baselines=chosen,
+        pareto=pareto_front(data.study, data.objectives),
+    )
     if form == "json":
         text = json.dumps(answer, indent=2, default=str) + "\n"
         return Report(answer=answer, text=text, folder=_write_text(out, "report.json", text), logged_to=None)
@@ -124,6 +140,8 @@ def _write_page(answer: dict[str, Any], data: Any, project: Any, folder: Path, m
         charts["curves"] = figures.curves_figure(answer)
     if answer["importances"].get("computed"):
         charts["importances"] = figures.importances_figure(answer)
+    if answer["pareto"] and answer["pareto"]["trials"]:
+        charts["pareto"] = figures.pareto_figure(answer)
     figures.write_pngs(answer, folder)
     with tempfile.TemporaryDirectory(prefix="ablate-report-") as scratch:
         runs = {cell: run["run_id"] for cell, run in answer["median_runs"].items() if run["run_id"]}
@@ -158,9 +176,10 @@ def _handle(args: argparse.Namespace, console: Any) -> int:
         return 2
     try:
         report = make_report(args.name, project, form=args.format, out=args.out, log=not args.no_log,
-                             ui_url=args.ui_url, bootstrap=args.bootstrap)  # fmt: skip
+                             ui_url=args.ui_url, bootstrap=args.bootstrap, baselines=args.baseline)  # fmt: skip
     except ReportInputError as error:
-        # A name that is not a study is bad input, like a bad flag: exit 2, nothing was created.
+        # A name that is not a study, or a baseline that is not a level, is bad input, like a bad
+        # flag: exit 2, nothing was created.
         console.print(Text.assemble(("error: ", "bold red"), str(error)))
         return 2
     if report.text is not None:

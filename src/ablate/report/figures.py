@@ -75,22 +75,80 @@ def curves_figure(answer: dict[str, Any]) -> Any:
     return figure
 
 
+def importance_rows(answer: dict[str, Any], objective: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per param of one objective: each evaluator's importance and range (None where not computed).
+
+    Sorted by the first computed evaluator's importance, then the other's (params that only
+    PED-ANOVA ranks, conditional ones, come after those fANOVA ranks).
+    """
+    evaluators = [e for e in answer["importances"]["evaluators"] if objective.get(e, {}).get("computed")]
+    rows: dict[str, dict[str, Any]] = {}
+    for e in evaluators:
+        for r in objective[e]["factors"]:
+            rows.setdefault(r["factor"], {"factor": r["factor"]})[e] = r
+    order = [lambda row, e=e: -(row[e]["importance"] if e in row else -1.0) for e in evaluators]
+    return sorted(rows.values(), key=lambda row: tuple(key(row) for key in order))
+
+
 def importances_figure(answer: dict[str, Any]) -> Any:
-    """Bars of fANOVA importance with the bootstrap range as error bars."""
+    """Bars of each evaluator's importance with the bootstrap range as error bars, one panel per objective."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from ablate.report.importance import LABELS
+
+    imp = answer["importances"]
+    objectives = imp["objectives"]
+    figure = make_subplots(rows=len(objectives), cols=1, vertical_spacing=0.12 if len(objectives) > 1 else 0.0,
+                           subplot_titles=[f"{o['direction']} {o['metric']}" for o in objectives] if len(objectives) > 1 else None)  # fmt: skip
+    longest = 1
+    for k, objective in enumerate(objectives, start=1):
+        rows = importance_rows(answer, objective)
+        longest = max(longest, len(rows))
+        for index, evaluator in enumerate(imp["evaluators"]):
+            shown = [r[evaluator] for r in rows if evaluator in r]
+            if not shown:
+                continue
+            figure.add_trace(go.Bar(
+                x=[r["importance"] for r in shown], y=[r["factor"] for r in shown], orientation="h",
+                name=LABELS[evaluator], marker_color=PALETTE[index], legendgroup=evaluator, showlegend=k == 1,
+                error_x={"type": "data", "array": [(r["range"][1] - r["importance"]) if r["range"] else 0 for r in shown],
+                         "arrayminus": [(r["importance"] - r["range"][0]) if r["range"] else 0 for r in shown]},
+            ), row=k, col=1)  # fmt: skip
+        figure.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=[r["factor"] for r in rows], row=k, col=1)
+        figure.update_xaxes(range=[0, 1.05], row=k, col=1)
+    figure.update_xaxes(title_text="share of the importance (normalised to sum 1)", row=len(objectives), col=1)
+    figure.update_layout(
+        title=f"Importances: fANOVA and PED-ANOVA (range over {imp['resamples']} bootstrap resamples)", barmode="group",
+        height=140 + len(objectives) * (60 + 50 * longest), template="plotly_white", margin={"l": 10, "r": 10, "t": 60, "b": 40},
+    )  # fmt: skip
+    return figure
+
+
+def pareto_figure(answer: dict[str, Any]) -> Any:
+    """Every complete trial on the first two objectives; the non-dominated ones highlighted and joined."""
     import plotly.graph_objects as go
 
-    rows = answer["importances"]["factors"]
-    figure = go.Figure(
-        go.Bar(
-            x=[r["importance"] for r in rows], y=[r["factor"] for r in rows], orientation="h",
-            error_x={"type": "data", "array": [r["range"][1] - r["importance"] for r in rows],
-                     "arrayminus": [r["importance"] - r["range"][0] for r in rows]},
-        )
-    )  # fmt: skip
+    pareto = answer["pareto"]
+    (x_obj, y_obj), names = pareto["objectives"][:2], _objective_labels(pareto["objectives"][:2])
+    dominated = [t for t in pareto["trials"] if not t["on_front"]]
+    front = pareto["front"]
+    figure = go.Figure()
+    figure.add_trace(go.Scatter(
+        x=[t["values"][0] for t in dominated], y=[t["values"][1] for t in dominated], mode="markers", name="dominated",
+        marker={"color": "#9aa3ab", "size": 8}, text=[f"trial {t['number']}" for t in dominated], hoverinfo="x+y+text",
+    ))  # fmt: skip
+    figure.add_trace(go.Scatter(
+        x=[t["values"][0] for t in front], y=[t["values"][1] for t in front], mode="lines+markers", name="Pareto front",
+        line={"color": PALETTE[1], "shape": "hv" if x_obj["direction"] == "minimize" else "vh"},
+        marker={"color": PALETTE[1], "size": 11, "symbol": "diamond"},
+        text=[f"trial {t['number']}: {t['cell']}" for t in front], hoverinfo="x+y+text",
+    ))  # fmt: skip
+    more = f" (first two of {len(pareto['objectives'])} objectives)" if len(pareto["objectives"]) > 2 else ""
     figure.update_layout(
-        title=f"fANOVA importance (range over {answer['importances']['resamples']} bootstrap resamples)",
-        xaxis={"range": [0, 1.05], "title": "share of the objective's variance"}, yaxis={"autorange": "reversed"},
-        height=160 + 40 * len(rows), template="plotly_white", margin={"l": 10, "r": 10, "t": 50, "b": 40},
+        title=f"Pareto front: {len(front)} non-dominated of {pareto['complete']} complete trials{more}",
+        xaxis_title=names[0], yaxis_title=names[1], height=480, template="plotly_white",
+        margin={"l": 10, "r": 10, "t": 50, "b": 40},
     )  # fmt: skip
     return figure
 
@@ -132,17 +190,62 @@ def write_pngs(answer: dict[str, Any], folder: Path) -> dict[str, Path]:
         ax.set_title("mean over seeds; band: lowest to highest seed")
         written["learning_curves"] = _save(fig, folder / "learning_curves.png")
     if answer["importances"].get("computed"):
-        rows_i = answer["importances"]["factors"]
-        fig, ax = plt.subplots(figsize=(8, 1.2 + 0.5 * len(rows_i)))
-        values = [r["importance"] for r in rows_i]
-        errors = [[v - r["range"][0] for v, r in zip(values, rows_i)], [r["range"][1] - v for v, r in zip(values, rows_i)]]
-        ax.barh([r["factor"] for r in rows_i], values, xerr=np.clip(errors, 0, None))
-        ax.invert_yaxis()
-        ax.set_xlim(0, 1.05)
-        ax.set_xlabel("fANOVA importance (bootstrap range)")
-        written["importances"] = _save(fig, folder / "importances.png")
+        written["importances"] = _importances_png(answer, folder / "importances.png", plt)
+    if answer.get("pareto") and answer["pareto"]["trials"]:
+        written["pareto"] = _pareto_png(answer, folder / "pareto.png", plt)
     plt.close("all")
     return written
+
+
+def _importances_png(answer: dict[str, Any], path: Path, plt: Any) -> Path:
+    from ablate.report.importance import LABELS
+
+    imp = answer["importances"]
+    panels = [(o, importance_rows(answer, o)) for o in imp["objectives"]]
+    fig, axes = plt.subplots(len(panels), 1, squeeze=False,
+                             figsize=(8, sum(0.9 + 0.45 * max(1, len(rows)) for _, rows in panels)))  # fmt: skip
+    width = 0.8 / max(1, len(imp["evaluators"]))
+    for ax, (objective, rows) in zip(axes[:, 0], panels):
+        for index, evaluator in enumerate(imp["evaluators"]):
+            ys = [y + index * width for y, r in enumerate(rows) if evaluator in r]
+            shown = [r[evaluator] for r in rows if evaluator in r]
+            if not shown:
+                continue
+            values = [r["importance"] for r in shown]
+            errors = [[v - r["range"][0] if r["range"] else 0 for v, r in zip(values, shown)],
+                      [r["range"][1] - v if r["range"] else 0 for v, r in zip(values, shown)]]  # fmt: skip
+            ax.barh(ys, values, height=width, xerr=np.clip(errors, 0, None), color=PALETTE[index], label=LABELS[evaluator])
+        ax.set_yticks([y + width * (len(imp["evaluators"]) - 1) / 2 for y in range(len(rows))], [r["factor"] for r in rows])
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1.05)
+        ax.set_title(f"{objective['direction']} {objective['metric']}", fontsize=9)
+        ax.legend(fontsize=8, loc="lower right")
+    axes[-1, 0].set_xlabel(f"importance (normalised to sum 1; bars: range over {imp['resamples']} bootstrap resamples)")
+    return _save(fig, path)
+
+
+def _pareto_png(answer: dict[str, Any], path: Path, plt: Any) -> Path:
+    pareto = answer["pareto"]
+    names = _objective_labels(pareto["objectives"][:2])
+    fig, ax = plt.subplots(figsize=(7, 5))
+    dominated = [t for t in pareto["trials"] if not t["on_front"]]
+    ax.scatter([t["values"][0] for t in dominated], [t["values"][1] for t in dominated], color="#9aa3ab", label="dominated")
+    front = pareto["front"]
+    step = "post" if pareto["objectives"][0]["direction"] == "minimize" else "pre"
+    ax.step([t["values"][0] for t in front], [t["values"][1] for t in front], where=step, color=PALETTE[1], linewidth=1)
+    ax.scatter([t["values"][0] for t in front], [t["values"][1] for t in front], color=PALETTE[1], marker="D",
+               label="Pareto front", zorder=3)  # fmt: skip
+    for t in front:
+        ax.annotate(f"#{t['number']}", (t["values"][0], t["values"][1]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    ax.legend(fontsize=8)
+    ax.set_title(f"{len(front)} non-dominated of {pareto['complete']} complete trials", fontsize=9)
+    return _save(fig, path)
+
+
+def _objective_labels(objectives: list[dict[str, str]]) -> list[str]:
+    return [f"{o['metric']} ({'lower' if o['direction'] == 'minimize' else 'higher'} is better)" for o in objectives]
 
 
 def reconstructions_png(answer: dict[str, Any], images: dict[str, Path], path: Path) -> Path | None:

@@ -28,20 +28,31 @@ def dashboards_dir() -> Path:
 def to_markdown(answer: dict[str, Any]) -> str:
     """The answer as GitHub-flavoured Markdown."""
     metric = answer["objective"]["metric"]
+    objectives = answer.get("objectives") or [answer["objective"]]
     counts = answer["counts"]
+    design = answer["design"]
+    if design.get("enumerated", True):
+        plan = f"{design['cells']} cell(s) x {len(design['seeds'])} seed(s) = {design['trials_planned']} trials"
+    else:
+        search = design.get("search", {})
+        plan = f"{search.get('sampler', '?')} sampler, {design['trials_planned']} trials planned"
+    if len(objectives) > 1:
+        aim = "Objectives: " + ", ".join(f"{o['direction']} final `{o['metric']}`" for o in objectives) + "."
+    else:
+        aim = f"Objective: {answer['objective']['direction']} final `{metric}`."
     lines = [
         f"# Study `{answer['study']}`",
         "",
         *([answer["description"], ""] if answer["description"] else []),
-        f"Objective: {answer['objective']['direction']} final `{metric}`. Design: {answer['design']['kind']}, "
-        f"{answer['design']['cells']} cell(s) x {len(answer['design']['seeds'])} seed(s) = "
-        f"{answer['design']['trials_planned']} trials; {counts['complete']} complete, {counts['fail']} failed, "
+        f"{aim} Design: {design['kind']}, {plan}; {counts['complete']} complete, {counts['fail']} failed, "
         f"{counts['pruned']} pruned.",
         "",
         "## Effects (each level against its factor's baseline, paired by seed)",
         "",
     ]
-    if answer["effects"]:
+    if not design.get("enumerated", True):
+        lines.append(effects_absent(answer))
+    elif answer["effects"]:
         lines += [
             "| factor | level - baseline | mean difference | 95% CI | n | p (t) | p (Holm) | verdict |",
             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
@@ -55,40 +66,117 @@ def to_markdown(answer: dict[str, Any]) -> str:
         lines += [""] + [f"- `{e['factor']}` {fmt_level(e['level'])}: {e['note']}." for e in answer["effects"]]
     else:
         lines.append("No factor has two levels: there is nothing to compare.")
-    lines += ["", f"Intervals: {answer['methods']['ci']}. Tests: {answer['methods']['test']}.", ""]
-    lines += ["## Variants", "", f"| cell | mean {metric} | 95% CI | n |", "| --- | ---: | ---: | ---: |"]
-    for cell in answer["cells"]:
-        est = cell["estimate"]
-        lines.append(f"| {cell['cell']} | {fmt(est['mean'])} | {fmt_ci(est['ci95'])} | {est['n']} |")
+    if design.get("enumerated", True):
+        lines += ["", f"Intervals: {answer['methods']['ci']}. Tests: {answer['methods']['test']}. {baselines_sentence(answer)}", ""]
+        lines += ["## Variants", "", f"| cell | mean {metric} | 95% CI | n |", "| --- | ---: | ---: | ---: |"]
+        for cell in answer["cells"]:
+            est = cell["estimate"]
+            lines.append(f"| {cell['cell']} | {fmt(est['mean'])} | {fmt_ci(est['ci95'])} | {est['n']} |")
     lines += ["", "## Importances", ""]
-    imp = answer["importances"]
-    if imp.get("computed"):
-        lines += ["| factor | importance | bootstrap range |", "| --- | ---: | ---: |"]
-        lines += [f"| `{r['factor']}` | {r['importance']:.3f} | {fmt_ci(r['range'], 3)} |" for r in imp["factors"]]
-        lines += ["", f"{imp['method']} ({imp['resamples']} resamples)."]
-    else:
-        lines.append(f"Not computed: {imp['reason']}.")
+    lines += importances_markdown(answer["importances"])
+    pareto = answer.get("pareto")
+    if pareto:
+        names = [o["metric"] for o in pareto["objectives"]]
+        lines += ["", "## Pareto front", "",
+                  f"{len(pareto['front'])} non-dominated of {pareto['complete']} complete trials (no other trial is at "
+                  "least as good on every objective and better on one; Optuna's `study.best_trials`).", "",
+                  "| # | " + " | ".join(f"{n} ({'min' if o['direction'] == 'minimize' else 'max'})" for n, o in zip(names, pareto["objectives"]))
+                  + " | params |", "| ---: | " + " | ".join("---:" for _ in names) + " | --- |"]  # fmt: skip
+        for t in pareto["front"]:
+            lines.append(f"| {t['number']} | " + " | ".join(fmt(v) for v in t["values"]) + f" | {t['cell']} |")
     best = answer["best"]
     lines += ["", "## Best configuration", ""]
     if best:
-        lines.append(f"`{best['cell']}`: mean {metric} {fmt(best['estimate']['mean'])} {fmt_ci(best['estimate']['ci95'])}.")
-        if best["runner_up"]:
-            diff = best["runner_up"]["difference"]
+        label = f"trial {best['trial']}, " if best.get("trial") is not None else ""
+        est = best["estimate"]
+        lines.append(f"`{best['cell']}` ({label}mean {metric} {fmt(est['mean'])} {fmt_ci(est['ci95'])} over {est['n']} seed(s)).")
+        runner = best["runner_up"]
+        if runner and "difference" in runner:
+            diff = runner["difference"]
             lines.append(
-                f"Against the runner-up `{best['runner_up']['cell']}`: paired difference {fmt(diff['mean'])} "
+                f"Against the runner-up `{runner['cell']}`: paired difference {fmt(diff['mean'])} "
                 f"{fmt_ci(diff['ci95'])} over {diff['n']} seed(s)."
             )
+        elif runner:
+            lines.append(f"Runner-up: {runner['cell']} with {metric} {fmt(runner['value'])}.")
+        if best.get("note"):
+            lines.append(f"Note: {best['note']}.")
         lines += ["", f"Save as `{best['file_name']}` and retrain with `{best['command']}`:", "", "```yaml",
                   best["study_file"].rstrip(), "```"]  # fmt: skip
+    elif pareto:
+        lines.append("Several objectives: no single best; each trial on the Pareto front above is a best trade-off.")
     else:
         lines.append("No complete trial yet.")
-    lines += ["", "## Trials", "", f"| # | cell | seed | state | {metric} | duration | MLflow run |", "| ---: | --- | ---: | --- | ---: | ---: | --- |"]
+    heads = [o["metric"] for o in objectives]
+    lines += ["", "## Trials", "", f"| # | cell | seed | state | {' | '.join(heads)} | duration | MLflow run |",
+              "| ---: | --- | ---: | --- | " + " | ".join("---:" for _ in heads) + " | ---: | --- |"]  # fmt: skip
     for t in answer["trials"]:
         link = f"[{t['run_id'][:8]}]({t['run_url']})" if t["run_url"] else (t["run_id"] or "")
+        values = " | ".join(fmt(v) for v in trial_values(t, len(heads)))
         lines.append(
-            f"| {t['number']} | {t['cell']} | {t['seed']} | {t['state']} | {fmt(t['value'])} | {fmt_duration(t['duration_s'])} | {link} |"
+            f"| {t['number']} | {t['cell']} | {t['seed']} | {t['state']} | {values} | {fmt_duration(t['duration_s'])} | {link} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def importances_markdown(imp: dict[str, Any]) -> list[str]:
+    """The importances section's Markdown lines: one table per objective, both evaluators side by side."""
+    from ablate.report.figures import importance_rows
+    from ablate.report.importance import LABELS
+
+    if not imp.get("computed"):
+        return [f"Not computed: {imp['reason']}."]
+    lines: list[str] = []
+    evaluators = imp["evaluators"]
+    several = len(imp["objectives"]) > 1
+    for objective in imp["objectives"]:
+        if several:
+            lines += [f"### {objective['direction']} `{objective['metric']}`", ""]
+        lines += ["| factor | " + " | ".join(f"{LABELS[e]} | range" for e in evaluators) + " |",
+                  "| --- | " + " | ".join("---: | ---:" for _ in evaluators) + " |"]  # fmt: skip
+        for row in importance_rows({"importances": imp}, objective):
+            cells = []
+            for e in evaluators:
+                r = row.get(e)
+                cells.append(f"{r['importance']:.3f} | {fmt_ci(r['range'], 3)}" if r else "- | -")
+            lines.append(f"| `{row['factor']}` | " + " | ".join(cells) + " |")
+        for e in evaluators:
+            if not objective[e].get("computed"):
+                lines.append(f"\n{LABELS[e]} not computed: {objective[e]['reason']}.")
+        lines.append("")
+    lines += [f"- {LABELS[e]}: {imp['methods'][e]}." for e in evaluators]
+    lines += [f"- {note}." for note in imp["notes"]]
+    lines.append(f"- {imp['trials']} complete trials, {imp['resamples']} resamples.")
+    return lines
+
+
+def effects_absent(answer: dict[str, Any]) -> str:
+    """Why a search design has no effects table."""
+    return (
+        f"A {answer['design']['kind']} design samples its configurations instead of enumerating levels, so there are no "
+        "paired per-level effects: the importances below say which factors matter, and the best trial"
+        + (" (or the Pareto front)" if answer.get("pareto") else "")
+        + " what to run next."
+    )
+
+
+def baselines_sentence(answer: dict[str, Any]) -> str:
+    """Which level each factor is compared against, and why."""
+    design = answer["design"]
+    chosen = set(design.get("baseline_chosen", []))
+    parts = [f"`{f}={fmt_level(level)}`" + (" (--baseline)" if f in chosen else "") for f, level in design["baseline"].items()]
+    if not parts:
+        return ""
+    default = "the study's baseline" if design["kind"] == "one-at-a-time" else "each factor's first level in the study file"
+    return f"Baselines: {', '.join(parts)}; by default {default}."
+
+
+def trial_values(trial: dict[str, Any], n: int) -> list[float | None]:
+    """A trial's value per objective (the first alone for one objective; blanks while it has none)."""
+    if n == 1:
+        return [trial["value"]]
+    values = trial.get("values") or []
+    return [values[i] if i < len(values) else None for i in range(n)]
 
 
 def to_html(answer: dict[str, Any], *, figures: dict[str, Any], reconstructions: Path | None) -> str:
@@ -102,6 +190,13 @@ def to_html(answer: dict[str, Any], *, figures: dict[str, Any], reconstructions:
         undefined=jinja2.StrictUndefined,  # a misspelt field fails the render instead of showing blank
     )
     environment.filters.update(fmt=fmt, fmt_ci=fmt_ci, fmt_p=fmt_p, fmt_level=fmt_level, fmt_duration=fmt_duration)
+    from ablate.report.figures import importance_rows
+    from ablate.report.importance import LABELS
+
+    environment.globals.update(
+        importance_rows=importance_rows, labels=LABELS, trial_values=trial_values,
+        baselines_sentence=baselines_sentence, effects_absent=effects_absent,
+    )  # fmt: skip
     charts = {
         name: figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"chart-{name}",
                              config={"displaylogo": False, "responsive": True})
