@@ -8,6 +8,7 @@ comparisons). A search study asks its sampler for each trial's params; see `Sear
 from __future__ import annotations
 
 import os
+import warnings
 import zlib
 from typing import Any
 
@@ -39,7 +40,11 @@ def sampler_for(spec: StudySpec, *, trials_so_far: int = 0, salt: str | None = N
     name = spec.search.sampler
     multi = len(spec.objective) > 1
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+        with warnings.catch_warnings():  # multivariate, group and constant_liar are "experimental" since 2.x
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # group: conditional factors get their own joint model; constant_liar: parallel
+            # workers do not all propose the same point while others' trials run.
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":

@@ -127,6 +127,11 @@ def attach(name: str, storage: RDBStorage, tracker: Tracker) -> StudyWork:
             f"study {name!r} holds no ablate study spec (user attr {SPEC_ATTR!r}); submit it with `ablate submit`"
         )
     spec = StudySpec.model_validate(attrs[SPEC_ATTR])
+    if spec.engine != "optuna":
+        raise NotAnAblateStudyError(
+            f"study {name!r} runs on engine {spec.engine}, whose trials come from its own tuner in one "
+            "process: run it with `ablate run`, not with workers"
+        )
     study.pruner = pruner_for(spec)  # load_study would bring Optuna's default median pruner
     study.sampler = sampler_for(spec, trials_so_far=len(retry(lambda: study.get_trials(deepcopy=False), what="read the trials")))
     experiment_id = tracker.experiment_id(spec.experiment)
@@ -214,16 +219,10 @@ def drain(
     on_interrupt_requeue: bool = True,
 ) -> int:
     """Run this study's enqueued trials until none is waiting (or `max_trials` ran); return how many."""
-    from ablate.train import describe_device, enable_gpu_memory_growth
+    from ablate.train import enable_gpu_memory_growth
 
     enable_gpu_memory_growth()
-    work.tags = {
-        **environment_tags(),
-        "ablate.study": work.name,
-        "ablate.backend": _backend(),
-        "ablate.device": describe_device(),
-        "ablate.worker": worker_id(),
-    }
+    work.tags = worker_tags(work)
     ran = 0
     while max_trials is None or ran < max_trials:
         trial = pop_trial(work)
@@ -235,6 +234,20 @@ def drain(
         with Heartbeat(work.storage, trial._trial_id):
             run_trial(work, trial, progress=progress, requeue_on_interrupt=on_interrupt_requeue)
     return ran
+
+
+def worker_tags(work: StudyWork) -> dict[str, Any]:
+    """The tags of every trial run this process starts for the study (both engines use them)."""
+    from ablate.train import describe_device
+
+    return {
+        **environment_tags(),
+        "ablate.study": work.name,
+        "ablate.engine": work.spec.engine,
+        "ablate.backend": _backend(),
+        "ablate.device": describe_device(),
+        "ablate.worker": worker_id(),
+    }
 
 
 def run_trial(work: StudyWork, trial: optuna.Trial, *, progress: StudyProgress, requeue_on_interrupt: bool) -> None:
@@ -413,7 +426,9 @@ def ask_search(work: StudyWork) -> optuna.Trial | None:
     spec = work.spec
     if budget_used(work.trials()) >= spec.search.trials:
         return None
-    trial = retry(lambda: work.study.ask(), what="ask the sampler")
+    with warnings.catch_warnings():  # "heartbeat is supposed to be used with optimize": we beat ourselves
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        trial = retry(lambda: work.study.ask(), what="ask the sampler")
     retry(lambda: work.storage.record_heartbeat(trial._trial_id), what="first heartbeat")
     set_attr = _attr_setter(work, trial._trial_id)
     set_attr(CELL_ATTR, f"trial-{trial.number}")

@@ -1,0 +1,197 @@
+"""Designs and factor types: grids with conditional factors, one-at-a-time (LOCO), searches.
+
+The spec-level tests enumerate designs without training; the end-to-end ones run tiny real
+searches against a real SQLite Optuna storage and MLflow store and read both back.
+"""
+
+from __future__ import annotations
+
+import io
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+from rich.console import Console
+
+from ablate.progress import StudyProgress
+from ablate.spec import SpecError, cell_key, spec_from_dict
+from ablate.study import run_study
+
+from conftest import tiny_study
+
+UNET = {
+    "model.skip": ["concat", "none"],
+    "model.block": ["residual", "plain", "inception"],
+    "model.residual_blocks": {"type": "int", "low": 1, "high": 2, "when": {"model.block": "residual"}},
+    "model.batch_norm": [True, False],
+}
+
+
+def spec_of(**changes):
+    return spec_from_dict(tiny_study(**changes)).spec
+
+
+def refused(**changes) -> str:
+    with pytest.raises(SpecError) as error:
+        spec_from_dict(tiny_study(**changes))
+    return str(error.value)
+
+
+def test_grid_crosses_a_conditional_factor_only_where_its_parent_switches_it_on() -> None:
+    cells = spec_of(factors=UNET).cells()
+    # skip 2 x (residual x 2 depths + plain + inception) x batch_norm 2
+    assert len(cells) == 2 * 4 * 2
+    for cell in cells:
+        assert ("model.residual_blocks" in cell) == (cell["model.block"] == "residual"), cell
+    assert len({cell_key(c) for c in cells}) == len(cells)
+
+
+def test_one_at_a_time_produces_the_baseline_and_one_variant_per_other_level() -> None:
+    spec = spec_of(design="one-at-a-time", factors=UNET)
+    keys = [cell_key(c) for c in spec.cells()]
+    base = {"model.skip": "concat", "model.block": "residual", "model.residual_blocks": 1, "model.batch_norm": True}
+    expected = [
+        base,
+        {**base, "model.skip": "none"},
+        {"model.skip": "concat", "model.block": "plain", "model.batch_norm": True},  # its child leaves with it
+        {"model.skip": "concat", "model.block": "inception", "model.batch_norm": True},
+        {**base, "model.residual_blocks": 2},
+        {**base, "model.batch_norm": False},
+    ]
+    assert keys == [cell_key(c) for c in expected]
+
+
+def test_one_at_a_time_takes_the_baseline_from_the_file() -> None:
+    spec = spec_of(design="one-at-a-time", factors=UNET, baseline={"model.block": "plain", "model.skip": "none"})
+    cells = spec.cells()
+    assert cells[0] == {"model.skip": "none", "model.block": "plain", "model.batch_norm": True}
+    # residual switches its child on at the child's first level; the child has no variants of its own
+    assert {"model.skip": "none", "model.block": "residual", "model.residual_blocks": 1, "model.batch_norm": True} in cells
+    assert not any(c.get("model.residual_blocks") == 2 for c in cells)
+    assert len(cells) == 1 + 1 + 2 + 1
+
+
+def test_int_factors_enumerate_in_grids_and_float_ranges_only_search() -> None:
+    spec = spec_of(factors={"model.filters": {"type": "int", "low": 4, "high": 12, "step": 4}})
+    assert spec.levels == {"model.filters": [4, 8, 12]}
+    message = refused(factors={"train.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}})
+    assert "design: search" in message and "train.learning_rate" in message
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"design": "search", "search": {"pruner": "wilcoxon"}}, "needs search.seeds: average"),
+        ({"design": "search", "search": {"pruner": "median", "seeds": "average"}}, "use pruner wilcoxon or none"),
+        ({"design": "search", "search": {"sampler": "cmaes"}}, "categorical"),
+        ({"design": "search", "search": {"sampler": "hyperband"}}, "not a sampler of engine optuna"),
+        ({"objective": [{"metric": "val_loss"}, {"metric": "parameters"}]}, "several objectives need design: search"),
+        ({"design": "search", "objective": [{"metric": "val_loss"}, {"metric": "parameters"}], "search": {"pruner": "median"}}, "pruners work on one objective"),
+        ({"objective": {"metric": "val_chain_loss"}}, "not logged by model.family unet"),
+        ({"baseline": {"model.skip": "none"}}, "only to design: one-at-a-time"),
+        ({"design": "one-at-a-time", "baseline": {"model.skip": "sideways"}}, "not one of its levels"),
+        ({"factors": {"model.residual_blocks": {"type": "int", "low": 1, "high": 2, "when": {"model.block": "residual"}}}}, "must be a factor listed before it"),
+        ({"factors": {"model.block": ["plain"], "model.residual_blocks": {"type": "int", "low": 1, "high": 2, "when": {"model.block": "residul"}}}}, "model.block's levels are"),
+        ({"factors": {"train.learning_rate": {"type": "float", "low": 0, "high": 1, "log": True}}}, "low > 0"),
+    ],
+)
+def test_bad_designs_say_what_to_do(changes: dict, expected: str) -> None:
+    message = refused(**changes)
+    assert expected in message, message
+
+
+def run(raw: dict, project):
+    loaded = spec_from_dict(raw)
+    with StudyProgress(Console(file=io.StringIO())) as progress:
+        return run_study(loaded, project, progress=progress)
+
+
+SEARCH_FACTORS = {
+    "model.block": ["residual", "plain"],
+    "model.residual_blocks": {"type": "int", "low": 1, "high": 2, "when": {"model.block": "residual"}},
+    "train.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+    "model.filters": {"type": "int", "low": 2, "high": 6, "step": 2},
+}
+
+
+@pytest.mark.slow
+def test_search_samples_typed_and_conditional_factors_and_logs_them(project) -> None:
+    raw = tiny_study(
+        "search", design="search", factors=SEARCH_FACTORS, repeats=2,
+        search={"sampler": "tpe", "trials": 4}, train={"epochs": 1, "batch_size": 64},
+    )  # fmt: skip
+    outcome = run(raw, project)
+    assert (outcome.total, outcome.complete, outcome.failed) == (4, 4, 0)
+    study = optuna.load_study(study_name="search", storage=project.storage)
+    trials = study.get_trials()
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+    client = MlflowClient(project.tracking_uri)
+    for trial in trials:
+        params = trial.params
+        assert ("model.residual_blocks" in params) == (params["model.block"] == "residual"), params
+        assert 1e-4 <= params["train.learning_rate"] <= 1e-2 and params["model.filters"] in (2, 4, 6)
+        assert isinstance(trial.distributions["train.learning_rate"], optuna.distributions.FloatDistribution)
+        assert trial.distributions["train.learning_rate"].log
+        assert trial.user_attrs["ablate.seed"] == [0, 1][trial.number % 2]  # seeds: spread
+        logged = client.get_run(trial.user_attrs["mlflow_run_id"]).data
+        assert float(logged.params["train.learning_rate"]) == pytest.approx(params["train.learning_rate"])
+        assert logged.params["model.residual_blocks"] == str(params.get("model.residual_blocks", 0))
+        assert logged.metrics["parameters"] > 0
+    # Running it again resumes: the budget is spent, nothing more runs.
+    assert run(raw, project).ran == 0
+
+
+@pytest.mark.slow
+def test_pruned_trials_are_pruned_in_optuna_and_in_mlflow(project) -> None:
+    # A learning rate of 1e-9 cannot train; once four trials have finished, the median pruner
+    # stops such trials after their first epoch.
+    raw = tiny_study(
+        "pruned", design="search", repeats=1,
+        factors={"train.learning_rate": [0.01, 1e-9]},
+        search={"sampler": "random", "trials": 9, "pruner": "median", "warmup_epochs": 0},
+        train={"epochs": 3, "batch_size": 64}, tracking={"image_every": 0, "images": 2, "save_model": False},
+    )  # fmt: skip
+    outcome = run(raw, project)
+    study = optuna.load_study(study_name="pruned", storage=project.storage)
+    pruned = [t for t in study.get_trials() if t.state == TrialState.PRUNED]
+    assert pruned, [(t.params, t.state) for t in study.get_trials()]
+    assert outcome.pruned == len(pruned) and outcome.complete + outcome.pruned == 9
+    client = MlflowClient(project.tracking_uri)
+    for trial in pruned:
+        assert trial.params["train.learning_rate"] == 1e-9
+        logged = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert logged.data.tags["ablate.state"] == "pruned"
+        stopped = int(logged.data.tags["ablate.stopped_epoch"])
+        assert stopped < 3 and stopped == max(trial.intermediate_values)
+        assert len(client.get_metric_history(logged.info.run_id, "val_loss")) == stopped
+
+
+@pytest.mark.slow
+def test_two_objectives_give_a_pareto_search(project) -> None:
+    raw = tiny_study(
+        "pareto", design="search", repeats=1,
+        factors={"model.filters": {"type": "int", "low": 2, "high": 8}, "model.skip": ["none", "concat"]},
+        objective=[{"metric": "val_loss", "direction": "minimize"}, {"metric": "parameters", "direction": "minimize"}],
+        search={"sampler": "nsga2", "trials": 3}, train={"epochs": 1, "batch_size": 64},
+    )  # fmt: skip
+    outcome = run(raw, project)
+    assert outcome.complete == 3
+    study = optuna.load_study(study_name="pareto", storage=project.storage)
+    assert [d.name for d in study.directions] == ["MINIMIZE", "MINIMIZE"]
+    client = MlflowClient(project.tracking_uri)
+    for trial in study.trials:
+        logged = client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics
+        assert trial.values == [pytest.approx(logged["val_loss"]), logged["parameters"]]
+    assert study.best_trials
+
+
+@pytest.mark.slow
+def test_a_wall_time_budget_stops_after_the_epoch_that_passes_it(project) -> None:
+    raw = tiny_study("budget", factors={"model.skip": ["none"]}, repeats=1, train={"epochs": 4, "batch_size": 64, "max_seconds": 0.001})
+    outcome = run(raw, project)
+    assert outcome.complete == 1
+    study = optuna.load_study(study_name="budget", storage=project.storage)
+    run_id = study.trials[0].user_attrs["mlflow_run_id"]
+    logged = MlflowClient(project.tracking_uri).get_run(run_id).data
+    assert logged.tags["ablate.stopped_by"] == "max_seconds" and logged.tags["ablate.stopped_epoch"] == "1"
