@@ -334,6 +334,11 @@ class StudySpec(Frozen):
         multi = len(self.objective) > 1
         if multi and self.engine == "keras-tuner":
             raise ValueError("engine: keras-tuner optimises one objective; use engine: optuna with search.sampler: nsga2")
+        if self.engine == "keras-tuner" and search.sampler == "hyperband" and search.seeds == "average":
+            raise ValueError(
+                "search.sampler hyperband gives each trial an epoch budget, which seeds: average cannot split "
+                "over seeds; use seeds: spread, or sampler bayesian or random"
+            )
         if multi and search.sampler not in ("nsga2", "random", "tpe"):
             raise ValueError(f"search.sampler {search.sampler} optimises one objective; with several use nsga2, tpe or random")
         if search.sampler == "cmaes" and any(f.type == "categorical" for f in self.factors.values()):
@@ -549,11 +554,13 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def flatten_profile(changes: dict[str, Any]) -> dict[str, Any]:
-    """A profile may nest (`train: {epochs: 5}`) or use dotted keys; factor level lists stay whole."""
+    """A profile may nest (`train: {epochs: 5}`) or use dotted keys; factors stay whole."""
     flat: dict[str, Any] = {}
     for key, value in changes.items():
         if key == "factors" and isinstance(value, dict):
             flat.update({f"factors.{name}": levels for name, levels in value.items()})
+        elif key.startswith("factors.") or key in ("baseline", "objective"):
+            flat[key] = value  # a factor's mapping (type, low, high, ...) replaces the factor whole
         elif isinstance(value, dict) and key not in ("profiles",):
             flat.update(flatten(value, f"{key}."))
         else:
