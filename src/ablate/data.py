@@ -110,15 +110,45 @@ def training_noise(x: np.ndarray, cfg: DataConfig, seed: int) -> np.ndarray:
 
 def diffusion_chain(x: np.ndarray, cfg: DiffusionConfig, rng: np.random.Generator) -> np.ndarray:
     """The noising chain x_0 .. x_T of clean images `x`: shape (T + 1, *x.shape), float32 in [0, 1]."""
-    scale = np.float32(cfg.magnitude / np.sqrt(cfg.steps))
     chain = [x.astype(np.float32)]
     for _ in range(cfg.steps):
-        if cfg.distribution == "normal":
-            noise = rng.standard_normal(x.shape, dtype=np.float32)
-        else:  # uniform on [-sqrt(3), sqrt(3)]: unit variance, like the normal
-            noise = rng.uniform(-np.sqrt(3), np.sqrt(3), size=x.shape).astype(np.float32)
-        chain.append(np.clip(chain[-1] + scale * noise, 0.0, 1.0))
+        chain.append(np.clip(chain[-1] + diffusion_noise(x.shape, cfg, rng), 0.0, 1.0))
     return np.stack(chain)
+
+
+def diffusion_noise(shape: tuple[int, ...], cfg: DiffusionConfig, rng: np.random.Generator) -> np.ndarray:
+    """One step's noise, `magnitude / sqrt(T)` times a unit-variance draw from `distribution`.
+
+    The sqrt(T) keeps the total noise of the T steps (before clipping) at `magnitude`, so studies
+    over T compare chains that end equally noisy.
+    """
+    scale = np.float32(cfg.magnitude / np.sqrt(cfg.steps))
+    if cfg.distribution == "normal":
+        noise = rng.standard_normal(shape, dtype=np.float32)
+    else:  # uniform on [-sqrt(3), sqrt(3)]: unit variance, like the normal
+        noise = rng.uniform(-np.sqrt(3), np.sqrt(3), size=shape).astype(np.float32)
+    return scale * noise
+
+
+def diffusion_step_pairs(
+    x: np.ndarray, steps: np.ndarray, cfg: DiffusionConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(x_t, x_{t-1}) of each clean image for its own step t in 1..T, along `diffusion_chain`'s process.
+
+    Only the steps each image needs are simulated (an image at t = 2 stops after two), so a batch
+    costs about batch * mean(t) noise draws instead of the whole chain of every image.
+    """
+    steps = np.asarray(steps)
+    current = x.astype(np.float32, copy=True)
+    before = current.copy()
+    for step in range(1, int(steps.max(initial=0)) + 1):
+        at = steps == step
+        before[at] = current[at]
+        active = steps >= step
+        current[active] = np.clip(
+            current[active] + diffusion_noise((int(active.sum()), *x.shape[1:]), cfg, rng), 0.0, 1.0
+        )
+    return current, before
 
 
 def diffusion_pairs(chain: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ from ablate.config import TrainConfig
 
 EpochHook = Callable[[int, dict[str, float]], None]
 BatchHook = Callable[[int, int], None]
+Evaluate = Callable[[int], dict[str, float]]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -53,8 +54,12 @@ class SeededBatches(keras.utils.PyDataset):
         return math.ceil(len(self._x) / self._batch_size)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        rows = np.sort(self._order[index * self._batch_size : (index + 1) * self._batch_size])
+        rows = self.rows(index)
         return self._x[rows], self._y[rows]
+
+    def rows(self, index: int) -> np.ndarray:
+        """The (sorted) rows of batch `index` in this epoch's order; subclasses build batches from them."""
+        return np.sort(self._order[index * self._batch_size : (index + 1) * self._batch_size])
 
     def on_epoch_end(self) -> None:
         self._epoch += 1
@@ -106,10 +111,29 @@ def fit(
         Whatever `on_epoch` raises (e.g. Optuna's `TrialPruned`) ends training and propagates.
     """
     batches = SeededBatches(x_train_noisy, x_train, batch_size=cfg.batch_size, seed=seed)
-    recorder = _EpochRecorder(on_epoch, on_batch, max_seconds=cfg.max_seconds)
+    return fit_batches(model, batches, validation=(x_val_noisy, x_val), cfg=cfg, on_epoch=on_epoch, on_batch=on_batch)
+
+
+def fit_batches(
+    model: keras.Model,
+    batches: keras.utils.PyDataset,
+    *,
+    validation: tuple[Any, np.ndarray],
+    cfg: TrainConfig,
+    on_epoch: EpochHook | None = None,
+    on_batch: BatchHook | None = None,
+    evaluate: Evaluate | None = None,
+) -> FitResult:
+    """`fit` for any batches and validation inputs (e.g. a two-input model's `[image, step]`).
+
+    `evaluate(epoch)` returns extra metrics that Keras' one-pass validation cannot compute (a
+    diffusion model's multi-step reverse chain); they join the epoch's metrics before the NaN
+    guard, the history and `on_epoch` see them, and count against `max_seconds`.
+    """
+    recorder = _EpochRecorder(on_epoch, on_batch, max_seconds=cfg.max_seconds, evaluate=evaluate)
     model.fit(
         batches,
-        validation_data=(x_val_noisy, x_val),
+        validation_data=validation,
         validation_batch_size=cfg.batch_size,
         epochs=cfg.epochs,
         verbose=0,
@@ -134,9 +158,17 @@ class _EpochRecorder(keras.callbacks.Callback):
     cleanly and re-raise after `fit` returns, so the model is left in a consistent state.
     """
 
-    def __init__(self, on_epoch: EpochHook | None, on_batch: BatchHook | None, *, max_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        on_epoch: EpochHook | None,
+        on_batch: BatchHook | None,
+        *,
+        max_seconds: float | None = None,
+        evaluate: Evaluate | None = None,
+    ) -> None:
         super().__init__()
         self._on_epoch = on_epoch
+        self._evaluate = evaluate
         self._on_batch = on_batch
         self._max_seconds = max_seconds
         self._started = time.monotonic()
@@ -164,6 +196,13 @@ class _EpochRecorder(keras.callbacks.Callback):
         if self.error is not None:
             return
         metrics = {metric_name(key): float(value) for key, value in (logs or {}).items()}
+        if self._evaluate is not None:
+            try:
+                metrics.update(self._evaluate(epoch + 1))
+            except BaseException as error:  # stop cleanly, re-raise after fit (as for on_epoch)
+                self.error = error
+                self.model.stop_training = True
+                return
         bad = [name for name, value in metrics.items() if name.endswith("loss") and not math.isfinite(value)]
         if bad:
             self.error = NonFiniteLossError(f"{bad[0]} became {metrics[bad[0]]} at epoch {epoch + 1}")
