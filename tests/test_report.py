@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import optuna
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 from optuna.distributions import CategoricalDistribution
 from rich.console import Console
@@ -190,8 +191,17 @@ def test_importances_rank_a_planted_factor_first_with_a_bootstrap_range() -> Non
     assert importances(trials, [{"metric": "val_loss", "direction": "minimize"}], resamples=0)["computed"] is False
 
 
-def searched_study(n_trials: int = 60, seed: int = 0) -> optuna.Study:
-    """A real random search over mixed params: only the (log-float) learning rate matters.
+SEARCHED_FACTORS = {
+    "train.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+    "data.noise.factor": {"type": "float", "low": 0.0, "high": 1.0},
+    "model.depth": {"type": "int", "low": 1, "high": 2},
+    "model.block": ["plain", "residual"],
+    "model.residual_blocks": {"type": "int", "low": 1, "high": 3, "when": {"model.block": "residual"}},
+}
+
+
+def searched_study(n_trials: int = 60, seed: int = 0, storage: str | None = None, name: str | None = None) -> optuna.Study:
+    """A real random search over mixed params (SEARCHED_FACTORS): only the log-float learning rate matters.
 
     `model.residual_blocks` is conditional (it exists only when `model.block` is residual), as a
     searched study with a `when:` factor makes it.
@@ -201,14 +211,20 @@ def searched_study(n_trials: int = 60, seed: int = 0) -> optuna.Study:
     def objective(trial: optuna.Trial) -> float:
         rate = trial.suggest_float("train.learning_rate", 1e-4, 1e-1, log=True)
         trial.suggest_float("data.noise.factor", 0.0, 1.0)  # planted: no effect at all
-        trial.suggest_int("model.depth", 1, 4)
+        trial.suggest_int("model.depth", 1, 2)
         if trial.suggest_categorical("model.block", ["plain", "residual"]) == "residual":
             trial.suggest_int("model.residual_blocks", 1, 3)
+        trial.set_user_attr(CELL_ATTR, f"trial-{trial.number}")
+        trial.set_user_attr(SEED_ATTR, trial.number % 2)
         return float(np.log10(rate) + rng.normal(0, 0.05))
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     study.optimize(objective, n_trials=n_trials)
-    return study
+    if storage is None:
+        return study
+    stored = optuna.create_study(storage=storage, study_name=name)  # one write per trial: quick on SQLite
+    stored.add_trials(study.trials)
+    return stored
 
 
 def test_importances_of_a_searched_study_with_mixed_and_conditional_params() -> None:
@@ -239,6 +255,61 @@ def test_importances_of_a_searched_study_with_mixed_and_conditional_params() -> 
     assert fanova["train.learning_rate"]["range"][0] > fanova["data.noise.factor"]["range"][1]
 
 
+def test_searched_study_report_ranks_importances_and_gives_the_best_trial(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    project = resolve_project(home=tmp_path / "home")
+    project.home.mkdir(parents=True)
+    spec = spec_from_dict(tiny_study(name="searched", design="search", search={"sampler": "random", "trials": 40},
+                                     repeats=2, factors=SEARCHED_FACTORS)).spec  # fmt: skip
+    study = searched_study(40, storage=project.storage, name=spec.name)
+    study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
+    report = make_report(spec.name, project, form="md", bootstrap=4)
+    answer = report.answer
+    assert answer["design"]["enumerated"] is False and answer["effects"] == [] and answer["cells"] == []
+    assert answer["design"]["factors"]["train.learning_rate"]["type"] == "float"
+    assert answer["design"]["factors"]["model.block"] == ["plain", "residual"]
+    (objective,) = answer["importances"]["objectives"]
+    assert objective["fanova"]["factors"][0]["factor"] == "train.learning_rate"
+    assert objective["ped_anova"]["factors"][0]["factor"] == "train.learning_rate"
+    # The best trial, as a study file that validates, with a word on its single seed.
+    best_trial = min(study.trials, key=lambda t: t.value)
+    best = answer["best"]
+    assert best["trial"] == best_trial.number and best["params"] == best_trial.params
+    assert "one configuration once" in best["note"]
+    rebuilt = spec_from_dict(yaml.safe_load(best["study_file"])).spec
+    assert rebuilt.train.learning_rate == pytest.approx(best_trial.params["train.learning_rate"]) and rebuilt.factors == {}
+    # The trials table leaves a switched-off conditional param out instead of showing null.
+    off = next(t for t in answer["trials"] if study.trials[t["number"]].params["model.block"] == "plain")
+    assert "model.residual_blocks" not in off["params"]
+    md = report.text
+    assert "model.residual_blocks is conditional" in md and "fANOVA leaves it out" in md
+    # --baseline has nothing to choose in a search.
+    assert main(["report", spec.name, "--home", str(project.home), "--format", "md", "--baseline", "model.block=plain"]) == 2
+    assert "has no levels to compare against" in capsys.readouterr().err
+
+
+def test_one_at_a_time_report_compares_with_the_study_baseline(tmp_path: Path) -> None:
+    project = resolve_project(home=tmp_path / "home")
+    raw = tiny_study(name="oat", design="one-at-a-time", baseline={"model.skip": "concat"}, repeats=3,
+                     factors={"model.skip": ["none", "concat"], "model.filters": [4, 8, 16]})  # fmt: skip
+    spec = spec_from_dict(raw).spec
+    planted = {("concat", 4): 0.10, ("none", 4): 0.14, ("concat", 8): 0.09, ("concat", 16): 0.085}
+    offsets = [0.0, 0.01, -0.01]
+    rows = [(cell, seed, planted[(cell["model.skip"], cell["model.filters"])] + offsets[seed] + 0.001 * (seed == 1) * (i % 2))
+            for i, cell in enumerate(spec.cells()) for seed in range(3)]  # fmt: skip
+    name = make_stored_study(project, raw, rows)
+    answer = make_report(name, project, form="md", bootstrap=0).answer
+    assert answer["design"]["baseline"] == {"model.skip": "concat", "model.filters": 4}  # the study's reference
+    effects = {(e["factor"], e["level"]): e for e in answer["effects"]}
+    assert set(effects) == {("model.skip", "none"), ("model.filters", 8), ("model.filters", 16)}
+    assert effects[("model.skip", "none")]["difference"]["mean"] == pytest.approx(0.04, abs=0.001)
+    assert effects[("model.filters", 16)]["difference"]["mean"] == pytest.approx(-0.015, abs=0.001)
+    assert len(answer["cells"]) == 4 and answer["best"]["params"] == {"model.skip": "concat", "model.filters": 16}
+    chosen = make_report(name, project, form="md", bootstrap=0, baselines=["model.filters=8"]).answer
+    effects = {(e["factor"], e["level"]): e for e in chosen["effects"]}
+    assert effects[("model.filters", 4)]["baseline"] == 8
+    assert effects[("model.filters", 4)]["difference"]["mean"] == pytest.approx(0.01, abs=0.001)  # 0.10 - 0.09
+
+
 def two_objective_study(storage: str | None = None, name: str | None = None) -> tuple[optuna.Study, set[int]]:
     """A real 2-objective study (minimise val_loss, maximise val_psnr) with a known Pareto front.
 
@@ -249,8 +320,7 @@ def two_objective_study(storage: str | None = None, name: str | None = None) -> 
     """
     spec = {"name": name or "two-objectives", "objective": [{"metric": "val_loss", "direction": "minimize"},
                                                            {"metric": "val_psnr", "direction": "maximize"}]}  # fmt: skip
-    study = optuna.create_study(storage=storage, study_name=name, directions=["minimize", "maximize"],
-                                sampler=optuna.samplers.RandomSampler(seed=3))  # fmt: skip
+    study = optuna.create_study(directions=["minimize", "maximize"], sampler=optuna.samplers.RandomSampler(seed=3))
     study.set_user_attr(SPEC_ATTR, spec)
     distributions = {"model.filters": optuna.distributions.IntDistribution(4, 64),
                      "train.learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}  # fmt: skip
@@ -269,7 +339,12 @@ def two_objective_study(storage: str | None = None, name: str | None = None) -> 
         return 0.6 + filters / 64 + rng.normal(0, 0.01), 9.0 + np.log10(rate) + rng.normal(0, 0.02)
 
     study.optimize(objective, n_trials=35)
-    return study, {0, 1, 3}
+    if storage is None:
+        return study, {0, 1, 3}
+    stored = optuna.create_study(storage=storage, study_name=name, directions=["minimize", "maximize"])
+    stored.set_user_attr(SPEC_ATTR, spec)
+    stored.add_trials(study.trials)  # one write per trial: quick on SQLite
+    return stored, {0, 1, 3}
 
 
 def test_multi_objective_importances_per_objective_and_the_pareto_front() -> None:
