@@ -35,8 +35,9 @@ def sampler_for(spec: StudySpec, *, trials_so_far: int = 0, salt: str | None = N
     if salt is None:
         salt = os.environ.get(WORKER_INDEX_ENV) or f"pid{os.getpid()}"
     seed = zlib.crc32(f"{spec.seed}:{trials_so_far}:{salt}".encode()) if salt != "0" else spec.seed + trials_so_far
-    if spec.design != "search":
-        return optuna.samplers.RandomSampler(seed=seed)  # never consulted: every trial is enqueued
+    if spec.design != "search" or spec.engine != "optuna":
+        # Never consulted: every trial is enqueued, or chosen by KerasTuner (ablate.engines.keras_tuner).
+        return optuna.samplers.RandomSampler(seed=seed)
     name = spec.search.sampler
     multi = len(spec.objective) > 1
     if name == "tpe":

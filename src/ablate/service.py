@@ -109,6 +109,13 @@ def _submit(args: argparse.Namespace, console: Any) -> int:
 
     loaded = load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides))
     spec = loaded.spec
+    if spec.engine != "optuna":
+        from ablate.errors import AblateError
+
+        raise AblateError(
+            f"{spec.name}: engine {spec.engine} runs its tuner in one process; run it with `ablate run` "
+            "(submit and workers share Optuna studies only; see docs/engines.md)"
+        )
     project = _project(args)
     _quiet_libraries()
     tracker = Tracker(project.tracking_uri, artifact_root=project.artifact_root)
@@ -151,7 +158,10 @@ def _worker(args: argparse.Namespace, console: Any) -> int:
 
         if args.all:
             summaries = retry(storage.get_all_studies, what="list the studies")
-            names = [s.study_name for s in sorted(summaries, key=lambda s: s._study_id) if SPEC_ATTR in s.user_attrs]
+            names = [
+                s.study_name for s in sorted(summaries, key=lambda s: s._study_id)
+                if SPEC_ATTR in s.user_attrs and s.user_attrs[SPEC_ATTR].get("engine", "optuna") == "optuna"
+            ]  # engine keras-tuner studies run in `ablate run` only
         else:
             names = args.studies
         for name in names:

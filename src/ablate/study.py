@@ -192,6 +192,10 @@ def run_study(
     from ablate.tracking import Tracker
 
     spec = loaded.spec
+    if spec.engine == "keras-tuner":  # KerasTuner chooses the trials; see ablate.engines.keras_tuner
+        from ablate.engines.keras_tuner import run_keras_tuner
+
+        return run_keras_tuner(loaded, project, progress=progress, workers=workers, gpus=gpus)
     _quiet_libraries()
     for cell in spec.cells():
         load_splits(spec.run_config(cell, seed=spec.seed).data)  # fail before creating anything
