@@ -2,7 +2,8 @@
 
 Importing this package is instant (the CLI builds its parser from it); the heavy work lives in
 its modules: `collect` (Optuna + MLflow), `answer` (statistics from `ablate.analysis`),
-`importance` (fANOVA with bootstrap), `figures` (plotly + PNG) and `render` (Markdown, HTML).
+`importance` (fANOVA and PED-ANOVA with bootstrap), `pareto` (the front of a multi-objective
+study), `figures` (plotly + PNG) and `render` (Markdown, HTML).
 """
 
 from __future__ import annotations
