@@ -1,23 +1,46 @@
-"""`ablate run --workers N [--gpus 0,1]`: N local `ablate worker` processes on one big box.
+"""Local worker processes: `ablate run` (one or `--workers N`, `--gpus`) and the recycling `ablate worker`.
 
 The workers are ordinary `ablate worker` processes sharing the study through the storage, exactly
 as on a cluster; this module only starts them, pins each to a GPU, prefixes their output, and
 waits. The storage and tracking URLs reach them through the environment, never the command line,
 so a password in a URL does not show in the process list.
+
+**Recycling.** Keras and TensorFlow keep memory from every model a process builds, even after
+`clear_session()` (about 20 MB per trial here; keras#21090), and importing them takes seconds. So a
+worker runs its trials in a child process that exits after `--recycle-after N` trials and is then
+replaced by a fresh one: the import is paid once per N trials, and no process grows for more than
+N trials. The child is `ablate worker --recycle-after 0 --max-trials N`; it exits with
+`RECYCLE_EXIT` when it stopped at its limit while work remains, 0 when there is no more work.
+
+**Signals.** Each child runs in its own process group, so a Ctrl-C in the terminal (or a SIGTERM
+from `docker stop`) reaches only the parent, which passes exactly one SIGINT on to its children:
+each records its current trial as interrupted, hands it back and exits; no new child is started.
+A child dies with its parent (Linux: `PR_SET_PDEATHSIG`), so `kill -9` of the parent leaves no
+worker behind: its trial is then failed and retried as after any `kill -9`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from ablate.errors import AblateError
 from ablate.home import HOME_ENV, STORAGE_ENV, TRACKING_ENV, Project
+
+RECYCLE_AFTER = 25  # trials per worker process (default of --recycle-after)
+RECYCLE_EXIT = 75  # a recycled child stopped at its trial limit and work remains: start the next one
+WORKER_ID_ENV = "ABLATE_WORKER_ID"  # how a recycled child names its worker: the parent's host:pid
+INTERRUPT_WAIT = 30.0  # seconds an interrupted child gets to record its trial before it is killed
+POLL_SECONDS = 0.2
 
 
 class WorkerFailedError(AblateError):
@@ -39,6 +62,22 @@ def worker_count(text: str) -> int:
     return int(text)
 
 
+def recycle_count(text: str) -> int:
+    """`--recycle-after N`: a whole number >= 0, 0 meaning never (an argparse type)."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0 (0: never), received {text!r}")
+    return int(text)
+
+
+def add_recycle_option(parser: argparse.ArgumentParser, *, what: str) -> None:
+    """`--recycle-after N` on `run`, `reproduce` and `worker`."""
+    parser.add_argument(
+        "--recycle-after", type=recycle_count, default=RECYCLE_AFTER, metavar="N",
+        help=f"run trials in a child worker process that is replaced by a fresh one after every N trials, so memory "
+        f"that TensorFlow keeps from each model is given back (default {RECYCLE_AFTER}; 0: {what})",
+    )  # fmt: skip
+
+
 def worker_env(project: Project, gpu: str | None) -> dict[str, str]:
     """The environment of one local worker: the project's URLs, and its GPU when pinned."""
     env = {
@@ -54,47 +93,180 @@ def worker_env(project: Project, gpu: str | None) -> dict[str, str]:
     return env
 
 
-def run_workers(name: str, project: Project, *, workers: int, gpus: Sequence[str], console: Any) -> None:
+def run_workers(
+    name: str,
+    project: Project,
+    *,
+    workers: int,
+    gpus: Sequence[str],
+    console: Any,
+    recycle_after: int = 0,
+) -> None:
     """Start `workers` processes on study `name` (worker i on GPU gpus[i % len(gpus)]) and wait.
+
+    With `recycle_after` > 0 each worker is a succession of child processes of at most that many
+    trials each (see the module docstring).
 
     Raises:
         WorkerFailedError: a worker exited non-zero (its output above says why).
     """
     if workers < 1:
         raise AblateError(f"--workers must be at least 1; received {workers}")
-    processes: list[subprocess.Popen[str]] = []
-    readers: list[threading.Thread] = []
+    slots = []
     for index in range(workers):
         gpu = gpus[index % len(gpus)] if gpus else None
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ablate", "worker", "--study", name],
-            env=worker_env(project, gpu),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        processes.append(process)
-        prefix = f"[w{index + 1}{'' if gpu is None else f' gpu {gpu}'}] "
-        assert process.stdout is not None
-        reader = threading.Thread(target=_relay, args=(process.stdout, prefix, console), daemon=True)
-        reader.start()
-        readers.append(reader)
-    try:
-        codes = [process.wait() for process in processes]
-    except BaseException:
-        # Ctrl-C reached the workers too (same process group): they record their trials as
-        # interrupted; give them a moment, then make sure none outlives this command.
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.terminate()
-        raise
-    for reader in readers:
-        reader.join(timeout=5)
+        # One plain local worker needs no label; several (or a GPU) are told apart by theirs.
+        prefix = "" if workers == 1 and gpu is None else f"[w{index + 1}{'' if gpu is None else f' gpu {gpu}'}] "
+        argv = [sys.executable, "-m", "ablate", "worker", "--study", name]
+        slots.append(Slot(argv, worker_env(project, gpu), prefix=prefix, recycle_after=recycle_after))
+    codes = supervise(slots, console)
     bad = [(i + 1, code) for i, code in enumerate(codes) if code != 0]
     if bad:
         raise WorkerFailedError(", ".join(f"worker {i} exited with code {code}" for i, code in bad))
+
+
+@dataclass
+class Slot:
+    """One worker: its command, and the child processes that run its trials one after another.
+
+    Attributes:
+        argv: the `ablate worker ...` command, without `--recycle-after` and `--max-trials`.
+        env: the child's environment.
+        prefix: put before each line of the child's output.
+        recycle_after: trials per child; 0: one child runs them all.
+        max_trials: trials of the whole worker (all its children), or None for no limit.
+    """
+
+    argv: list[str]
+    env: dict[str, str]
+    prefix: str = ""
+    recycle_after: int = 0
+    max_trials: int | None = None
+    ran: int = 0
+    children: int = 0
+    code: int | None = None
+    process: subprocess.Popen[str] | None = field(default=None, repr=False)
+    reader: threading.Thread | None = field(default=None, repr=False)
+
+    def command(self) -> list[str]:
+        """The next child's command line: its trial limit and whether it recycles."""
+        argv = [*self.argv, "--recycle-after", "0"]
+        limit = self.recycle_after or None
+        if self.max_trials is not None:
+            left = self.max_trials - self.ran
+            limit = left if limit is None else min(limit, left)
+        if limit is not None:
+            argv += ["--max-trials", str(limit)]
+        if self.recycle_after:
+            argv.append("--recycled")
+        return argv
+
+    def limit(self) -> int | None:
+        value = self.command()
+        return int(value[value.index("--max-trials") + 1]) if "--max-trials" in value else None
+
+
+def supervise(slots: Sequence[Slot], console: Any) -> list[int]:
+    """Run each slot's children until each has no more work; return each slot's exit code.
+
+    A child that exits with `RECYCLE_EXIT` is replaced by a new one; any other code ends its slot
+    (0: no more work). On Ctrl-C (KeyboardInterrupt here), every running child gets one SIGINT and
+    `INTERRUPT_WAIT` seconds to record its trial, then is killed; the interrupt is raised again.
+    """
+    try:
+        for slot in slots:
+            _start(slot, console)
+        while any(slot.code is None for slot in slots):
+            for slot in slots:
+                if slot.code is None and slot.process is not None and slot.process.poll() is not None:
+                    _ended(slot, console)
+            time.sleep(POLL_SECONDS)
+    except BaseException:
+        _stop(slots)
+        raise
+    return [slot.code or 0 for slot in slots]
+
+
+def _start(slot: Slot, console: Any) -> None:
+    argv = slot.command()
+    process = subprocess.Popen(
+        argv,
+        env=slot.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=_child_setup(os.getpid()),
+    )
+    slot.process = process
+    slot.children += 1
+    assert process.stdout is not None
+    slot.reader = threading.Thread(target=_relay, args=(process.stdout, slot.prefix, console), daemon=True)
+    slot.reader.start()
+
+
+def _ended(slot: Slot, console: Any) -> None:
+    process = slot.process
+    assert process is not None and process.returncode is not None
+    if slot.reader is not None:
+        slot.reader.join(timeout=5)  # its last lines first
+    code = process.returncode
+    if code == RECYCLE_EXIT and slot.recycle_after:
+        limit = slot.limit() or 0
+        slot.ran += limit
+        if slot.max_trials is None or slot.ran < slot.max_trials:
+            _say(console, slot, f"worker process {process.pid} ran its {limit} trial(s); starting a fresh one")
+            _start(slot, console)
+            return
+        code = 0
+    slot.code = code
+
+
+def _stop(slots: Sequence[Slot]) -> None:
+    """Interrupt every running child once, give it time to record its trial, then make sure it ends."""
+    running = [s.process for s in slots if s.process is not None and s.process.poll() is None]
+    for process in running:
+        try:
+            process.send_signal(signal.SIGINT)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + INTERRUPT_WAIT
+    for process in running:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    for slot in slots:
+        if slot.reader is not None:
+            slot.reader.join(timeout=2)
+
+
+def _child_setup(parent: int) -> Callable[[], None] | None:
+    """Run in the child before exec: its own process group, and death with its parent (Linux)."""
+    prctl = None
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError):
+            prctl = None
+
+    def setup() -> None:
+        os.setpgid(0, 0)
+        if prctl is not None:
+            prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # the parent died before the line above took effect
+                os._exit(1)
+
+    return setup
+
+
+def _say(console: Any, slot: Slot, text: str) -> None:
+    from rich.text import Text
+
+    console.print(Text(slot.prefix + text, style="dim"))
 
 
 def _relay(stream: IO[str], prefix: str, console: Any) -> None:
@@ -102,3 +274,8 @@ def _relay(stream: IO[str], prefix: str, console: Any) -> None:
 
     for line in stream:
         console.print(Text(prefix + line.rstrip("\n")))
+
+
+def recycled_worker_id() -> str:
+    """The id the children of this process report as their worker: this process's host:pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"

@@ -1,0 +1,162 @@
+"""Worker recycling: trials run in child worker processes that a light parent replaces every N trials.
+
+Everything through the installed `ablate` command, as users run it: real local Optuna storage,
+real MLflow store, real Keras training in the children; signals sent to the parent the way a
+terminal (Ctrl-C) or `kill -9` would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from conftest import tiny_study
+from test_cli import ABLATE
+
+pytestmark = pytest.mark.slow
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def tiny(name: str, **changes) -> dict:
+    raw = tiny_study(name=name, **changes)
+    raw["data"] = {"dataset": "mnist-embedded", "train_size": 64, "val_size": 32, "test_size": 32}
+    raw["model"] = {"filters": 2, "depth": 2}
+    raw["train"] = {"epochs": 1, "batch_size": 64}
+    return raw
+
+
+def trials_of(project, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=project.storage).get_trials()
+
+
+def test_run_replaces_its_worker_process_every_n_trials(write_study, project) -> None:
+    path = write_study(tiny("recycled"))  # 2 cells x 2 seeds
+    result = subprocess.run(
+        [ABLATE, "run", str(path), "--home", str(project.home), "--recycle-after", "2"],
+        env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "4/4 complete" in result.stderr
+    assert result.stderr.count("starting a fresh one") == 1  # two children of two trials each
+    assert "epoch 1: train_loss=" in result.stderr  # the children's progress reaches the terminal
+    trials = trials_of(project, "recycled")
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    per_process = Counter(t.user_attrs["ablate.worker"] for t in trials)
+    assert sorted(per_process.values()) == [2, 2]
+    client = MlflowClient(project.tracking_uri)
+    for trial in trials:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.info.status == "FINISHED" and run.data.metrics["val_loss"] == pytest.approx(trial.value)
+    parent = client.get_run(trials[0].user_attrs["mlflow_run_id"]).data.tags["mlflow.parentRunId"]
+    assert client.get_run(parent).info.status == "FINISHED"
+
+
+def test_worker_recycles_under_one_id_and_keeps_its_trial_limit(write_study, project, tmp_path: Path) -> None:
+    path = write_study(tiny("limited"))
+    env = {**ENV, "ABLATE_HOME": str(project.home)}
+    submitted = subprocess.run([ABLATE, "submit", str(path)], env=env, capture_output=True, text=True, timeout=120)
+    assert submitted.returncode == 0, submitted.stderr
+    worker = subprocess.Popen(
+        [ABLATE, "worker", "--study", "limited", "--recycle-after", "2", "--max-trials", "3"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    output, _ = worker.communicate(timeout=300)
+    assert worker.returncode == 0, output
+    trials = trials_of(project, "limited")
+    states = Counter(t.state for t in trials)
+    assert states == {TrialState.COMPLETE: 3, TrialState.WAITING: 1}, output
+    # Two children (2 + 1 trials), both reporting the worker that was started.
+    assert output.count("starting a fresh one") == 1
+    assert {t.user_attrs["ablate.worker"] for t in trials if t.state == TrialState.COMPLETE} == {
+        f"{socket.gethostname()}:{worker.pid}"
+    }
+
+
+def test_ctrl_c_interrupts_the_child_once_and_the_next_run_retries(write_study, project) -> None:
+    raw = tiny("interrupted", factors={"model.skip": ["concat"]}, repeats=1)
+    raw["data"]["train_size"] = 2000
+    raw["model"]["filters"] = 4
+    raw["train"]["epochs"] = 10  # long enough to be interrupted mid-way, short enough to rerun
+    path = write_study(raw)
+    command = [ABLATE, "run", str(path), "--home", str(project.home), "--recycle-after", "5"]
+    parent = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        running = wait_for(lambda: running_trial(project, "interrupted", parent), "a trial past its first epoch")
+        child = int(running.user_attrs["ablate.worker"].rsplit(":", 1)[1])
+        assert child != parent.pid and alive(child)
+        os.killpg(parent.pid, signal.SIGINT)  # what the terminal does on Ctrl-C: the foreground group
+        _, stderr = parent.communicate(timeout=120)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert parent.returncode == 130, stderr
+    assert "interrupted" in stderr
+    wait_for(lambda: not alive(child), "the child to exit")
+    trial = trials_of(project, "interrupted")[running.number]
+    assert trial.state == TrialState.FAIL and trial.user_attrs["ablate.error"].startswith("interrupted")
+    client = MlflowClient(project.tracking_uri)
+    killed = client.get_run(trial.user_attrs["mlflow_run_id"])
+    assert killed.info.status == "KILLED" and killed.data.tags["ablate.state"] == "interrupted"
+    assert len(client.get_metric_history(killed.info.run_id, "val_loss")) >= 1  # its epochs were kept
+
+    again = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    states = [t.state for t in trials_of(project, "interrupted")]
+    assert states.count(TrialState.COMPLETE) == 1 and TrialState.RUNNING not in states
+
+
+def test_the_child_dies_with_a_killed_parent(write_study, project) -> None:
+    raw = tiny("orphan", factors={"model.skip": ["concat"]}, repeats=1)
+    raw["data"]["train_size"] = 2000
+    raw["model"]["filters"] = 4
+    raw["train"]["epochs"] = 50  # killed long before it ends
+    path = write_study(raw)
+    parent = subprocess.Popen(
+        [ABLATE, "run", str(path), "--home", str(project.home), "--recycle-after", "5"],
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        running = wait_for(lambda: running_trial(project, "orphan", parent), "a trial past its first epoch")
+    finally:
+        parent.kill()
+        parent.wait(timeout=30)
+    child = int(running.user_attrs["ablate.worker"].rsplit(":", 1)[1])
+    wait_for(lambda: not alive(child), "the child to die with its parent")
+
+
+def running_trial(project, name: str, process: subprocess.Popen) -> optuna.trial.FrozenTrial | None:
+    assert process.poll() is None, "ablate run ended before its trial was interrupted"
+    try:
+        trials = optuna.load_study(study_name=name, storage=project.storage).get_trials(states=(TrialState.RUNNING,))
+    except Exception:  # the storage is not created yet
+        return None
+    return next((t for t in trials if t.intermediate_values and t.user_attrs.get("ablate.worker")), None)
+
+
+def alive(pid: int) -> bool:
+    """Whether the process exists and is not a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
+
+
+def wait_for(condition, what: str, timeout: float = 180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise TimeoutError(f"waited {timeout}s for {what}")
