@@ -294,6 +294,7 @@ def run_trial(work: StudyWork, trial: optuna.Trial, *, progress: StudyProgress, 
             metrics, epochs_run = result.metrics, result.epochs_run
             if result.stopped != "epochs":
                 run.set_tags({"ablate.stopped_by": result.stopped})
+        run.flush()  # MLflow logging runs in the background: a write that failed fails the trial here
     except optuna.TrialPruned as pruned:
         if "seed" in reached:  # the Wilcoxon pruner stops between seeds
             run.set_tags({"ablate.stopped_seed": reached["seed"]})
