@@ -195,3 +195,41 @@ def test_a_wall_time_budget_stops_after_the_epoch_that_passes_it(project) -> Non
     run_id = study.trials[0].user_attrs["mlflow_run_id"]
     logged = MlflowClient(project.tracking_uri).get_run(run_id).data
     assert logged.tags["ablate.stopped_by"] == "max_seconds" and logged.tags["ablate.stopped_epoch"] == "1"
+
+
+@pytest.mark.slow
+def test_averaging_trials_run_every_seed_and_wilcoxon_prunes_between_seeds(project) -> None:
+    # With seeds: average each trial trains all five seeds (each in a nested MLflow run) and reports
+    # one value per seed; once a good trial has finished, a learning rate that cannot train is
+    # worse at every seed, and the Wilcoxon pruner stops it before its last seed.
+    raw = tiny_study(
+        "wilcoxon", design="search", repeats=5,
+        data={"dataset": "mnist-embedded", "train_size": 128, "val_size": 64, "test_size": 32},
+        model={"filters": 2, "depth": 2},
+        factors={"train.learning_rate": [0.01, 1e-9]},
+        search={"sampler": "random", "trials": 4, "pruner": "wilcoxon", "seeds": "average"},
+        train={"epochs": 1, "batch_size": 64}, tracking={"image_every": 0, "images": 2, "save_model": False},
+    )  # fmt: skip
+    run(raw, project)
+    study = optuna.load_study(study_name="wilcoxon", storage=project.storage)
+    client = MlflowClient(project.tracking_uri)
+    trials = study.get_trials()
+    good_done = False
+    checked = 0
+    for trial in trials:
+        logged = client.get_run(trial.user_attrs["mlflow_run_id"])
+        seed_runs = client.search_runs(
+            [logged.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{logged.info.run_id}'"
+        )
+        if trial.state == TrialState.COMPLETE:
+            assert sorted(r.data.tags["ablate.seed"] for r in seed_runs) == ["0", "1", "2", "3", "4"]
+            assert sorted(trial.intermediate_values) == [0, 1, 2, 3, 4]
+            per_seed = [trial.intermediate_values[i] for i in range(5)]
+            assert trial.value == pytest.approx(sum(per_seed) / 5)
+            good_done = good_done or trial.params["train.learning_rate"] == 0.01
+        if good_done and trial.params["train.learning_rate"] == 1e-9 and trial.state != TrialState.COMPLETE:
+            assert trial.state == TrialState.PRUNED
+            assert logged.data.tags["ablate.state"] == "pruned" and "ablate.stopped_seed" in logged.data.tags
+            assert len(seed_runs) < 5
+            checked += 1
+    assert checked, [(t.params, t.state.name) for t in trials]

@@ -86,7 +86,11 @@ def pruner_for(spec: StudySpec) -> optuna.pruners.BasePruner:
     if search.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.train.epochs, reduction_factor=3)
     if search.pruner == "wilcoxon":
-        return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
+        with warnings.catch_warnings():  # experimental since Optuna 3.6
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # A signed-rank test needs a few seeds: with n seeds the smallest one-sided p is 2**-n,
+            # so p < 0.1 is reachable from the 4th seed on (repeats >= 5 to ever save a seed).
+            return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
     return optuna.pruners.NopPruner()
 
 
