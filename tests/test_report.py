@@ -200,6 +200,16 @@ SEARCHED_FACTORS = {
 }
 
 
+def test_importances_of_values_that_do_not_vary_say_so_instead_of_failing() -> None:
+    distributions = {"model.skip": CategoricalDistribution(["none", "concat"]), "model.filters": CategoricalDistribution([4, 8])}
+    trials = [optuna.trial.create_trial(params={"model.skip": skip, "model.filters": f}, distributions=distributions, value=0.5)
+              for skip in ("none", "concat") for f in (4, 8) for _ in range(2)]  # fmt: skip
+    result = importances(trials, [{"metric": "val_loss", "direction": "minimize"}], resamples=2)
+    (objective,) = result["objectives"]
+    assert objective["fanova"]["computed"] is False and "do not vary" in objective["fanova"]["reason"]
+    assert any("zero total variance" in note for note in result["notes"])  # Optuna's word, passed on
+
+
 def searched_study(n_trials: int = 60, seed: int = 0, storage: str | None = None, name: str | None = None) -> optuna.Study:
     """A real random search over mixed params (SEARCHED_FACTORS): only the log-float learning rate matters.
 
@@ -570,7 +580,7 @@ def test_page_in_headless_chromium(trained: Any, tmp_path: Path) -> None:
 @NEEDS_CHROMIUM
 def test_multi_objective_page_in_headless_chromium(stored_two_objectives: Any, tmp_path: Path) -> None:
     project, name, _ = stored_two_objectives
-    report = make_report(name, project, form="html", out=tmp_path / "page", bootstrap=3, log=False)
+    report = make_report(name, project, form="html", out=tmp_path / "page", bootstrap=2, log=False)
     page = report.folder / "index.html"
     seen = load_in_chromium(page, tmp_path / "profile", tmp_path / "screenshots",
                             ("#chart-importances", "#chart-pareto", "#pareto-table"), charts=2)  # fmt: skip

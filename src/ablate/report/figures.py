@@ -219,7 +219,8 @@ def _importances_png(answer: dict[str, Any], path: Path, plt: Any) -> Path:
         ax.invert_yaxis()
         ax.set_xlim(0, 1.05)
         ax.set_title(f"{objective['direction']} {objective['metric']}", fontsize=9)
-        ax.legend(fontsize=8, loc="lower right")
+        if rows:
+            ax.legend(fontsize=8, loc="lower right")
     axes[-1, 0].set_xlabel(f"importance (normalised to sum 1; bars: range over {imp['resamples']} bootstrap resamples)")
     return _save(fig, path)
 

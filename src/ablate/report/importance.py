@@ -123,7 +123,7 @@ def importances(
             plans[name] = params
         else:
             skipped[name] = (
-                f"only {len(params)} param is present in every complete trial ({', '.join(params) or 'none'}); "
+                f"only {len(params)} param is present (with one range) in every complete trial ({', '.join(params) or 'none'}); "
                 f"{LABELS[name]} needs two or more there"
             )
     notes = _notes(len(complete), conditional, dynamic, plans)
@@ -165,7 +165,7 @@ def importances(
             "conditional": conditional,
             "changing_distribution": dynamic,
         },
-        "notes": notes + [f"Optuna: {m}" for m in warned],
+        "notes": notes + [f"Optuna: {m.rstrip('.')}" for m in warned],
         "methods": {
             "fanova": f"Optuna fANOVA (random forest of {FANOVA_TREES} trees) over the params present in every complete "
             f"trial, normalised to sum 1; range: {RANGE}",
@@ -241,10 +241,14 @@ def _evaluate(
         evaluator: Any = FanovaImportanceEvaluator(n_trees=FANOVA_TREES, seed=seed)
     else:
         evaluator = PedAnovaImportanceEvaluator(target_quantile=quantile)
+    failed: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        raw = evaluator.evaluate(study, params=asked, target=target) if asked else {}
-    messages = [str(w.message) for w in caught if _EXPECTED_WARNING not in str(w.message)]
+        try:
+            raw = evaluator.evaluate(study, params=asked, target=target) if asked else {}
+        except (RuntimeError, ValueError) as error:  # e.g. fANOVA on a sample whose values are all equal
+            raw, failed = {}, [f"{LABELS[name]}: {error}"]
+    messages = [str(w.message) for w in caught if _EXPECTED_WARNING not in str(w.message)] + failed
     total = sum(v for v in raw.values() if math.isfinite(v))
     found = {p: (raw[p] / total if p in raw and total > 0 and math.isfinite(raw[p]) else math.nan) for p in params}
     return found, messages
@@ -253,7 +257,8 @@ def _evaluate(
 def _summarise(params: list[str], draws: list[dict[str, float]]) -> dict[str, Any]:
     point, rest = draws[0], draws[1:]
     if all(math.isnan(point[p]) for p in params):
-        return {"computed": False, "reason": "every importance came out zero: no param separates good trials from the rest"}
+        return {"computed": False, "reason": "no importance on all trials: no param separates the trials' values "
+                "(every importance zero, or the values do not vary)"}
     rows = []
     for p in params:
         values = np.array([d[p] for d in rest], dtype=float)

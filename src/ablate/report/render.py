@@ -132,9 +132,11 @@ def importances_markdown(imp: dict[str, Any]) -> list[str]:
     for objective in imp["objectives"]:
         if several:
             lines += [f"### {objective['direction']} `{objective['metric']}`", ""]
-        lines += ["| factor | " + " | ".join(f"{LABELS[e]} | range" for e in evaluators) + " |",
-                  "| --- | " + " | ".join("---: | ---:" for _ in evaluators) + " |"]  # fmt: skip
-        for row in importance_rows({"importances": imp}, objective):
+        rows = importance_rows({"importances": imp}, objective)
+        if rows:
+            lines += ["| factor | " + " | ".join(f"{LABELS[e]} | range" for e in evaluators) + " |",
+                      "| --- | " + " | ".join("---: | ---:" for _ in evaluators) + " |"]  # fmt: skip
+        for row in rows:
             cells = []
             for e in evaluators:
                 r = row.get(e)
