@@ -83,6 +83,7 @@ def test_int_factors_enumerate_in_grids_and_float_ranges_only_search() -> None:
     ("changes", "expected"),
     [
         ({"design": "search", "search": {"pruner": "wilcoxon"}}, "needs search.seeds: average"),
+        ({"design": "search", "search": {"pruner": "wilcoxon", "seeds": "average"}, "repeats": 3}, "use repeats >= 5"),
         ({"design": "search", "search": {"pruner": "median", "seeds": "average"}}, "use pruner wilcoxon or none"),
         ({"design": "search", "search": {"sampler": "cmaes"}}, "categorical"),
         ({"design": "search", "search": {"sampler": "hyperband"}}, "not a sampler of engine optuna"),

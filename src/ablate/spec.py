@@ -278,6 +278,10 @@ class StudySpec(Frozen):
         elif self.baseline:
             raise ValueError("baseline applies only to design: one-at-a-time")
         self._levels_valid()
+        if family == "ensemble":
+            from ablate.ensembles import check_ensemble_spec
+
+            check_ensemble_spec(self)  # what a weight study may search; see ablate.ensembles
         if self.design == "search":
             self._search_fits()
         elif self.engine == "keras-tuner":
@@ -323,7 +327,8 @@ class StudySpec(Frozen):
 
     def _search_fits(self) -> None:
         search = self.search
-        if not self.factors:
+        # A weight study searches the members' simplex coordinates (ensemble.u0..), not factors.
+        if not self.factors and not (self.model.family == "ensemble" and self.ensemble.source == "study"):
             raise ValueError("design: search needs at least one factor to search over")
         engine_samplers = KERAS_TUNER_SAMPLERS if self.engine == "keras-tuner" else OPTUNA_SAMPLERS
         if search.sampler not in engine_samplers:
@@ -348,6 +353,11 @@ class StudySpec(Frozen):
             raise ValueError("Optuna's pruners work on one objective; use search.pruner: none with several")
         if search.pruner == "wilcoxon" and search.seeds != "average":
             raise ValueError("search.pruner wilcoxon compares a trial's seeds, so it needs search.seeds: average")
+        if search.pruner == "wilcoxon" and self.repeats < 5:
+            raise ValueError(
+                f"search.pruner wilcoxon cannot stop a trial with repeats={self.repeats}: a signed-rank test over n "
+                "seeds reaches p < 0.1 only from the 4th seed, and a seed must remain to be saved; use repeats >= 5"
+            )
         if search.pruner not in ("none", "wilcoxon") and search.seeds == "average":
             raise ValueError(
                 f"search.pruner {search.pruner} stops trials by epoch; with search.seeds: average a trial reports per "
