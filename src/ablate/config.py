@@ -106,20 +106,32 @@ class EnsembleConfig(Frozen):
     """Members of a weighted ensemble and how they are found (`model.family: ensemble`).
 
     `source: study` takes the `members` best complete trials of the study named `study` (their
-    saved `.keras` models); `source: train` trains `members` models inside the trial, one per seed
-    seed .. seed + members - 1, with the trial's `model` settings. Weights are searched on the
-    validation split (simplex parametrisation) and reported on the test split.
+    saved `.keras` models), ranked by that study's first objective; the study is then a weight
+    study whose trials are weight vectors (`design: search`, `search.trials` of them, sampler
+    `search.sampler`). `source: train` trains `members` models inside each trial, one per seed
+    seed .. seed + members - 1, with the trial's `model` settings, and searches their weights
+    with `weight_trials` vectors from `sampler`. Either way the weights are searched on the
+    validation split (simplex parametrisation, see `ablate.ensembles`) and reported on the test
+    split beside the best single member and the uniform average.
     """
 
     source: Literal["study", "train"] = "train"
     study: str | None = Field(None, description="the study whose trials' saved models are the members")
     members: int = Field(3, ge=1, le=32)
     weight_trials: int = Field(200, ge=1, le=100_000, description="weight vectors tried per trial (source: train)")
+    sampler: Literal["cmaes", "tpe", "random", "gp"] = Field(
+        "cmaes", description="the in-trial weight search's sampler (source: train); a weight study uses search.sampler"
+    )
 
     @model_validator(mode="after")
     def _study_named(self) -> EnsembleConfig:
         if self.source == "study" and not self.study:
             raise ValueError("ensemble.source: study needs ensemble.study, the name of the study with the members")
+        if self.source == "train" and self.weight_trials < self.members + 1:
+            raise ValueError(
+                f"ensemble.weight_trials ({self.weight_trials}) must leave room for the uniform average and each "
+                f"member alone: at least ensemble.members + 1 = {self.members + 1}"
+            )
         return self
 
 

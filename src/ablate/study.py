@@ -188,6 +188,10 @@ def run_study(
     trials run in child worker processes, each replaced by a fresh one after that many trials (the
     memory TensorFlow keeps from each model goes with it); 0 runs one worker in this process.
     """
+    if loaded.spec.model.family == "ensemble" and loaded.spec.ensemble.source == "study":  # cheap weight trials
+        from ablate.weight_study import run_weight_study
+
+        return run_weight_study(loaded, project, progress=progress)
     from ablate.data import load_splits
     from ablate.tracking import Tracker
 

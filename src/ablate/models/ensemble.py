@@ -35,7 +35,7 @@ class WeightedSum(layers.Layer):
         return {**super().get_config(), "weights": self.ensemble_weights}
 
 
-def simplex_weights(u: Sequence[float]) -> np.ndarray:
+def simplex_weights(u: Sequence[float] | np.ndarray) -> np.ndarray:
     """Map k numbers in (0, 1] to weights on the simplex: w_i = -log(u_i) / sum_j -log(u_j).
 
     With u_i uniform, w is uniform on the simplex (a Dirichlet(1, ..., 1) draw), so a sampler that
@@ -48,8 +48,22 @@ def simplex_weights(u: Sequence[float]) -> np.ndarray:
     return values / total
 
 
+def simplex_coordinates(weights: Sequence[float]) -> list[float]:
+    """Coordinates u in (0, 1] that `simplex_weights` maps to `weights` (u_i = exp(-w_i)).
+
+    Used to enqueue known weight vectors (the uniform average, each member alone) as trials of a
+    search over u.
+    """
+    return [float(np.exp(-float(w))) for w in weights]
+
+
 def build_ensemble(members: Sequence[keras.Model], weights: Sequence[float]) -> keras.Model:
     """A functional model that calls each member on one input and takes the weighted sum.
+
+    Each member enters as a copy named `member{i}`: trained models of one family share a name
+    (`unet_concat`), and Keras refuses two operations of one name in a model; a copy (not a
+    wrapper sharing the member's layers) also keeps the saved `.keras` file loadable when one
+    member is given twice.
 
     Raises:
         ValueError: if members disagree on shapes or the weights do not match them.
@@ -65,5 +79,14 @@ def build_ensemble(members: Sequence[keras.Model], weights: Sequence[float]) -> 
         if tuple(member.input_shape[1:]) != shape or member.output_shape != members[0].output_shape:
             raise ValueError(f"member {index} has input {member.input_shape} / output {member.output_shape}, expected those of member 0")
     inputs = keras.Input(shape=shape, name="noisy")
-    outputs = [member(inputs) for member in members]
+    outputs = [_copy(member, f"member{index}")(inputs) for index, member in enumerate(members)]
     return keras.Model(inputs, WeightedSum(weights, name="weighted_sum")(outputs), name="ensemble")
+
+
+def _copy(model: keras.Model, name: str) -> keras.Model:
+    """The same architecture and weights under another name, with layers of its own."""
+    config = model.get_config()
+    config["name"] = name
+    copy = model.__class__.from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy
