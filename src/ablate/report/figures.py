@@ -112,8 +112,9 @@ def importances_figure(answer: dict[str, Any]) -> Any:
             figure.add_trace(go.Bar(
                 x=[r["importance"] for r in shown], y=[r["factor"] for r in shown], orientation="h",
                 name=LABELS[evaluator], marker_color=PALETTE[index], legendgroup=evaluator, showlegend=k == 1,
-                error_x={"type": "data", "array": [(r["range"][1] - r["importance"]) if r["range"] else 0 for r in shown],
-                         "arrayminus": [(r["importance"] - r["range"][0]) if r["range"] else 0 for r in shown]},
+                # a point value outside its bootstrap range gets a one-sided bar, not a negative one
+                error_x={"type": "data", "array": [max(0.0, r["range"][1] - r["importance"]) if r["range"] else 0 for r in shown],
+                         "arrayminus": [max(0.0, r["importance"] - r["range"][0]) if r["range"] else 0 for r in shown]},
             ), row=k, col=1)  # fmt: skip
         figure.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=[r["factor"] for r in rows], row=k, col=1)
         figure.update_xaxes(range=[0, 1.05], row=k, col=1)

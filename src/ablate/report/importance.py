@@ -195,8 +195,13 @@ def _census(complete: Sequence[Any]) -> dict[str, Any]:
     return {"varying": varying, "common": common, "conditional": conditional, "dynamic": dynamic}
 
 
+ROUGH_BELOW = 20  # complete trials under which importances are a rough guide at best
+
+
 def _notes(n: int, conditional: dict[str, int], dynamic: list[str], plans: dict[str, list[str]]) -> list[str]:
     notes = []
+    if n < ROUGH_BELOW:
+        notes.append(f"only {n} complete trials: the importances are a rough guide, as their wide ranges show")
     for name, count in conditional.items():
         where = [LABELS[e] for e, params in plans.items() if name in params]
         left = [LABELS[e] for e, params in plans.items() if name not in params]

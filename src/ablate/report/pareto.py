@@ -39,7 +39,7 @@ def pareto_front(study: Any, objectives: Sequence[dict[str, str]], *, seed_attr:
     return {
         "objectives": [dict(o) for o in objectives],
         "front": [
-            {"number": t.number, "values": list(t.values), "params": dict(t.params), "cell": cell_key(dict(t.params)),
+            {"number": t.number, "values": list(t.values), "params": dict(t.params), "cell": label(t.params),
              "seed": t.user_attrs.get(seed_attr), "run_id": t.user_attrs.get(run_attr)}
             for t in front
         ],  # fmt: skip
@@ -48,4 +48,9 @@ def pareto_front(study: Any, objectives: Sequence[dict[str, str]], *, seed_attr:
     }
 
 
-__all__ = ["pareto_front"]
+def label(params: dict[str, Any]) -> str:
+    """A trial's params for a table cell: `cell_key`'s form, floats to 4 significant digits."""
+    return cell_key({name: float(f"{v:.4g}") if isinstance(v, float) else v for name, v in params.items()})
+
+
+__all__ = ["label", "pareto_front"]
