@@ -159,7 +159,9 @@ def test_weight_study_validation() -> None:
             spec_from_dict(raw)
 
 
-def test_shipped_weight_study_validates_and_names_its_source() -> None:
+def test_shipped_weight_study_validates_and_names_its_source(capsys) -> None:
+    from ablate.cli import main
+
     path = REPO / "studies" / "ensemble_weights.yaml"
     text = path.read_text()
     assert text.startswith("#") and "ablate reproduce skip-vs-noskip --profile quick" in text
@@ -167,6 +169,10 @@ def test_shipped_weight_study_validates_and_names_its_source() -> None:
         spec = load_spec(path, profile=profile).spec
         assert spec.model.family == "ensemble" and spec.ensemble.source == "study"
         assert spec.ensemble.study == "skip-vs-noskip-quick" and 4 <= spec.ensemble.members <= 6
+    # `ablate validate` shows the searched simplex coordinates, which are not factors.
+    assert main(["validate", str(path)]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "ensemble.u0 .. ensemble.u4" in shown and "no training" in shown
 
 
 def run(raw: dict, project) -> object:

@@ -200,11 +200,15 @@ def _validate(args: argparse.Namespace, console: Any) -> int:
     table.add_column()
     table.add_row("question", spec.description.strip() or "-")
     size = "all" if spec.data.train_size is None else str(spec.data.train_size)
-    table.add_row("data", f"{spec.data.dataset}, {size} train / {spec.data.val_size} val / {spec.data.test_size} test, noise {spec.data.noise.factor}")
-    table.add_row("model", ", ".join(f"{k}={v}" for k, v in spec.model.model_dump().items()))
-    table.add_row("train", ", ".join(f"{k}={v}" for k, v in spec.train.model_dump().items()))
+    ensemble = _ensemble_rows(spec)
+    table.add_row("data", ensemble.get("data") or f"{spec.data.dataset}, {size} train / {spec.data.val_size} val / {spec.data.test_size} test, noise {spec.data.noise.factor}")
+    table.add_row("model", ensemble.get("model") or ", ".join(f"{k}={v}" for k, v in spec.model.model_dump().items()))
+    table.add_row("train", ensemble.get("train") or ", ".join(f"{k}={v}" for k, v in spec.train.model_dump().items()))
     for name, factor in spec.factors.items():
         table.add_row(f"factor {name}", factor.describe())
+    for key in ("ensemble", "searched"):
+        if key in ensemble:
+            table.add_row(key, ensemble[key])
     if spec.design == "search":
         search = spec.search
         table.add_row("design", f"search with {spec.engine} sampler {search.sampler}, pruner {search.pruner}")
@@ -217,13 +221,22 @@ def _validate(args: argparse.Namespace, console: Any) -> int:
     table.add_row("objective", f"{objectives} (last epoch)")
     epochs = trials * spec.train.epochs * (spec.repeats if spec.design == "search" and spec.search.seeds == "average" else 1)
     images = f"x {spec.data.train_size:,} images" if spec.data.train_size else "over the full training split"
-    table.add_row("work", f"{epochs} training epochs in all ({spec.train.epochs} per trial) {images}")
+    table.add_row("work", ensemble.get("work") or f"{epochs} training epochs in all ({spec.train.epochs} per trial) {images}")
     table.add_row("profiles", ", ".join(spec.profiles) or "-")
     from rich.console import Console
 
     Console().print(table)
     console.print(f"[green]ok[/green]: {args.study_file} is valid", highlight=False)
     return 0
+
+
+def _ensemble_rows(spec: Any) -> dict[str, str]:
+    """`validate`'s rows for an ensemble: its members, the searched simplex coordinates, the work."""
+    if spec.model.family != "ensemble":
+        return {}
+    from ablate.ensembles import describe_ensemble
+
+    return describe_ensemble(spec)
 
 
 def _reproduce(args: argparse.Namespace, console: Any) -> int:
