@@ -41,7 +41,9 @@ def chain_steps(steps: int, columns: int = 11) -> list[int]:
     return sorted({int(round(step)) for step in np.linspace(steps, 0, count)}, reverse=True)
 
 
-def chain_grid(frames: list[np.ndarray], clean: np.ndarray | None = None, *, scale: int = 2, gap: int = 2) -> np.ndarray:
+def chain_grid(
+    frames: list[np.ndarray], clean: np.ndarray | None = None, *, scale: int = 2, gap: int = 2
+) -> np.ndarray:
     """One row per image, one column per frame (x_T ... x_0), then the clean image if given.
 
     Args:

@@ -12,7 +12,9 @@ from ablate.config import DiffusionConfig, ModelConfig
 from ablate.models.unet import build_unet, unet_graph
 
 
-def build_denoiser(model_cfg: ModelConfig, diffusion: DiffusionConfig, input_shape: tuple[int, int, int]) -> keras.Model:
+def build_denoiser(
+    model_cfg: ModelConfig, diffusion: DiffusionConfig, input_shape: tuple[int, int, int]
+) -> keras.Model:
     """The U-Net mapping x_t to x_{t-1}; with `diffusion.conditioned`, a second input takes t.
 
     The conditioned model is a two-input functional model (image, step): t / T goes through a small
