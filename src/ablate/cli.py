@@ -201,9 +201,13 @@ def _validate(args: argparse.Namespace, console: Any) -> int:
     table.add_row("question", spec.description.strip() or "-")
     size = "all" if spec.data.train_size is None else str(spec.data.train_size)
     ensemble = _ensemble_rows(spec)
-    table.add_row("data", ensemble.get("data") or f"{spec.data.dataset}, {size} train / {spec.data.val_size} val / {spec.data.test_size} test, noise {spec.data.noise.factor}")
+    # The diffusion family noises with its own chain (diffusion.*), not data.noise.
+    noise = "" if spec.model.family == "diffusion" else f", noise {spec.data.noise.factor}"
+    table.add_row("data", ensemble.get("data") or f"{spec.data.dataset}, {size} train / {spec.data.val_size} val / {spec.data.test_size} test{noise}")
     table.add_row("model", ensemble.get("model") or ", ".join(f"{k}={v}" for k, v in spec.model.model_dump().items()))
     table.add_row("train", ensemble.get("train") or ", ".join(f"{k}={v}" for k, v in spec.train.model_dump().items()))
+    if spec.model.family == "diffusion":
+        table.add_row("diffusion", ", ".join(f"{k}={v}" for k, v in spec.diffusion.model_dump().items()))
     for name, factor in spec.factors.items():
         table.add_row(f"factor {name}", factor.describe())
     for key in ("ensemble", "searched"):
