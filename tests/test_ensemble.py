@@ -105,6 +105,24 @@ def test_scorer_agrees_with_keras_losses() -> None:
     assert Scorer(predictions, targets, "mse").score([0.2, 0.3, 0.5]).loss == pytest.approx(scorer.mse(np.array([0.2, 0.3, 0.5])))
 
 
+def test_optimum_is_the_best_point_of_the_simplex() -> None:
+    from ablate.ensembles import optimum_weights
+
+    rng = np.random.default_rng(6)
+    clean = rng.random((16, 28, 28, 1)).astype(np.float32)
+    clean[clean < 0.6] = 0.0
+    predictions = np.stack([np.clip(clean + rng.normal(0, s, clean.shape), 0.01, 0.99) for s in (0.1, 0.2, 0.4)]).astype(np.float32)
+    scorer = Scorer(predictions, clean, "binary_crossentropy")
+    w = np.array([0.5, 0.3, 0.2])
+    for metric, value in (("val_loss", scorer.crossentropy), ("val_mse", scorer.mse)):
+        numeric = [(value(w + 1e-3 * e) - value(w - 1e-3 * e)) / 2e-3 for e in np.eye(3)]  # float32 sums: not finer
+        np.testing.assert_allclose(scorer.gradient(w, metric), numeric, rtol=5e-3)
+        best = optimum_weights(scorer, metric)
+        assert best.sum() == pytest.approx(1.0) and np.all(best >= 0)
+        for _ in range(200):  # no point of the simplex does better
+            assert value(best) <= value(simplex_weights(rng.random(3))) + 1e-9
+
+
 def test_bulk_copy_stores_what_add_trials_stores(tmp_path) -> None:
     from ablate.ensembles import Scorer as _Scorer, search_weights
     from ablate.weight_study import bulk_add_trials
@@ -228,6 +246,7 @@ def test_weight_study_end_to_end(members_project, tmp_path) -> None:
     assert document["best"]["val_loss"] == pytest.approx(best.value)
     assert document["best"]["val_loss"] <= document["uniform"]["val_loss"]
     assert document["best"]["val_loss"] <= document["best_member"]["val_loss"]
+    assert document["optimum"]["val_loss"] <= document["best"]["val_loss"] * (1 + 1e-6)  # float32 sums
     for key in ("test_loss", "test_mse", "val_mse"):
         assert all(math.isfinite(entry[key]) for entry in [document["best"], document["uniform"], *document["members"]])
     table = client.download_artifacts(parent.info.run_id, "ensemble/trials.csv", str(tmp_path / "csv"))

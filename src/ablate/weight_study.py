@@ -151,15 +151,21 @@ def _search_and_log(
     nested: list[Any],
 ) -> int:
     """Load the members, search, log to MLflow, then copy the new trials into `study`; how many ran."""
+    from mlflow.entities import Metric
+
     from ablate.data import load_splits
 
     source_name, source_metric = source
     splits = load_splits(data)
     x_test_noisy = test_inputs(splits.x_test, data)
-    progress.console.print(f"  loading {len(members)} members of study {source_name} and predicting once")
+    started = time.perf_counter()
     models = [load_member(tracker.client, m.run_id) for m in members]
     val = Scorer(np.stack([predict(m, splits.x_val_noisy) for m in models]), splits.x_val, loss)
     test = Scorer(np.stack([predict(m, x_test_noisy) for m in models]), splits.x_test, loss)
+    progress.console.print(
+        f"  {len(members)} members of study {source_name} loaded; they predicted {len(splits.x_val)} validation and "
+        f"{len(splits.x_test)} test images in {time.perf_counter() - started:.1f}s"
+    )
 
     trials = spec.search.trials
     progress.start_study(spec.name, trials, len(previous))
@@ -183,9 +189,11 @@ def _search_and_log(
         data={**_data_record(data, len(splits.x_val), len(splits.x_test)), "source_study": source_name},
     )  # fmt: skip
     progress.epoch(1, {"val_loss": outcome.best[0].loss})
+    started = time.perf_counter()
     run_ids = _log_runs(
         outcome, members, models, splits, spec, tracker, experiment_id, parent_run_id, series, memory, nested
     )
+    logged = time.perf_counter() - started
     new = [t for t in memory.get_trials(deepcopy=True) if t.number >= len(previous)]
     for trial in new:
         _link(trial, run_ids, outcome.best_trial)
@@ -193,12 +201,19 @@ def _search_and_log(
     started = time.perf_counter()
     bulk_add_trials(study, new)
     study.set_user_attr(MEMBERS_ATTR, [m.run_id for m in members])
-    tracker.client.log_metric(parent_run_id, "weight_copy_seconds", time.perf_counter() - started)
+    copied = time.perf_counter() - started
+    tracker.client.log_batch(parent_run_id, metrics=[
+        Metric("weight_copy_seconds", copied, int(time.time() * 1000), 0),
+        Metric("weight_mlflow_seconds", logged, int(time.time() * 1000), 0),
+    ])  # fmt: skip
+    value = outcome.best[0].loss if spec.primary.metric == "val_loss" else outcome.best[0].mse
     progress.end_trial(
         "weight trials",
-        f"best {spec.primary.metric}={outcome.best[0].loss if spec.primary.metric == 'val_loss' else outcome.best[0].mse:.4g} "
-        f"(trial {outcome.best_trial}); test_loss ensemble {outcome.best[1].loss:.4g}, uniform {outcome.uniform[1].loss:.4g}, "
-        f"best member {outcome.best_member.test.loss:.4g}; {len(new)} trials in {times.sampler + times.scoring:.1f}s",
+        f"best {spec.primary.metric}={value:.4g} (trial {outcome.best_trial}); test_loss ensemble "
+        f"{outcome.best[1].loss:.4g}, uniform {outcome.uniform[1].loss:.4g}, best member {outcome.best_member.test.loss:.4g}; "
+        f"{len(new)} trials searched in {times.sampler + times.scoring:.1f}s (sampler {times.as_metrics()['weight_sampler_ms_per_trial']:.1f} "
+        f"ms/trial, scoring {times.as_metrics()['weight_scoring_ms_per_trial']:.1f} ms/trial), MLflow {logged:.1f}s, "
+        f"written to the study in {copied:.1f}s",
     )
     return len(new)
 
@@ -513,5 +528,6 @@ def _where(loaded: LoadedSpec) -> str:
 
 def _quiet_libraries() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per member download
     for name in ("alembic", "mlflow", "absl", "tensorflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
