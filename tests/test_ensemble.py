@@ -193,6 +193,15 @@ def test_shipped_weight_study_validates_and_names_its_source(capsys) -> None:
     assert "ensemble.u0 .. ensemble.u4" in shown and "no training" in shown
 
 
+def test_workers_do_not_take_a_weight_study(write_study, tmp_path, capsys) -> None:
+    from ablate.cli import main
+
+    path = write_study(weight_spec())
+    assert main(["submit", str(path), "--home", str(tmp_path / "home")]) == 1
+    assert "run it with `ablate run`" in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "home" / "optuna.db").exists() or not optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'home' / 'optuna.db'}")
+
+
 def run(raw: dict, project) -> object:
     loaded = spec_from_dict(raw)
     with StudyProgress(Console(file=io.StringIO())) as progress:

@@ -116,6 +116,13 @@ def _submit(args: argparse.Namespace, console: Any) -> int:
             f"{spec.name}: engine {spec.engine} runs its tuner in one process; run it with `ablate run` "
             "(submit and workers share Optuna studies only; see docs/engines.md)"
         )
+    if spec.model.family == "ensemble" and spec.ensemble.source == "study":
+        from ablate.errors import AblateError
+
+        raise AblateError(
+            f"{spec.name}: a weight study (ensemble.source: study) scores all its trials in one process in seconds; "
+            "run it with `ablate run` (workers do not run it; see docs/study-files.md#the-ensemble-family)"
+        )
     project = _project(args)
     _quiet_libraries()
     tracker = Tracker(project.tracking_uri, artifact_root=project.artifact_root)
