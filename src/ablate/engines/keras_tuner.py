@@ -118,6 +118,9 @@ class Levels:
         for known, choice in zip(self.levels, self.choices):
             if type(known) is type(level) and known == level:
                 return choice
+        for known, choice in zip(self.levels, self.choices):
+            if known == level:  # `when: {x: [1]}` for a level 1.0, as the spec's own check allows
+                return choice
         raise KeyError(f"{level!r} is not one of the levels {list(self.levels)}")
 
     def decode(self, choice: Any) -> Level:
