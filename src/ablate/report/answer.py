@@ -4,7 +4,8 @@ Statistics come from `ablate.analysis` (the same code as `ablate reproduce`); th
 arranges them: variants (cells) with intervals, effects per factor level against the baselines
 (`--baseline` may choose them), importances, the Pareto front of a multi-objective study,
 learning curves with a band over seeds, the median-seed run of each variant, the trials table
-and the best configuration as a study file fragment.
+and the best configuration as a study file fragment. The family sections (`diffusion`,
+`ensemble`) read MLflow artifacts and are filled afterwards by `ablate.report.families.sections`.
 
 Enumerated designs (grid, one-at-a-time) get effects; a search samples its configurations, so
 it has no levels to compare: its answer is the importances, the best trial (or the Pareto front)
@@ -32,7 +33,7 @@ from ablate.analysis import (
     paired_difference,
     study_effects,
 )
-from ablate.report.collect import ReportInputError, StudyData
+from ablate.report.collect import ReportInputError, StudyData, weight_study
 from ablate.spec import Level, SpecError, StudySpec, cell_key, parse_override, set_dotted, spec_from_dict
 
 BAND_METHOD = "mean over seeds; the band spans the lowest to the highest seed at each epoch"
@@ -151,6 +152,7 @@ def build_answer(
         "parent_run_id": data.parent_run_id,
         "objective": {"metric": metric, "direction": direction},
         "objectives": objectives,
+        "family": spec.model.family,
         "design": {
             "kind": spec.design,
             "enumerated": enumerated(spec),
@@ -172,10 +174,14 @@ def build_answer(
         "pareto": pareto,
         "best": best_configuration(spec, observations) if enumerated(spec) else best_trial(spec, data),
         "curves": learning_curves(data, shown),
+        "curves_absent": "a weight study trains nothing: each trial scores a weight vector of trained models"
+        if weight_study(spec) else None,
         "median_runs": median_runs(data, shown),
         "shown_cells": {"shown": len(shown), "of": len({row.record.cell for row in _latest_complete(data)}),
                         "limit": MAX_SHOWN_CELLS},  # fmt: skip
         "trials": [_trial_row(row, spec, data.experiment_id, ui) for row in data.trials],
+        "diffusion": None,  # the family sections: see ablate.report.families
+        "ensemble": None,
     }
 
 
@@ -228,12 +234,11 @@ def best_trial(spec: StudySpec, data: StudyData) -> dict[str, Any] | None:
     done.sort(key=lambda r: (sign * r.value, r.number))
     best = done[0]
     params = dict(best.params)
-    fragment = _study_file(spec, params, f"best trial (#{best.number}) of study {spec.name}: {cell_key(params)}")
     runner_up = None
     if len(done) > 1:
         other = done[1]
         runner_up = {"cell": f"trial {other.number}", "value": other.value, "params": dict(other.params)}
-    return {
+    found = {
         "cell": cell_key(params),
         "trial": best.number,
         "params": params,
@@ -241,10 +246,39 @@ def best_trial(spec: StudySpec, data: StudyData) -> dict[str, Any] | None:
         "runner_up": runner_up,
         "note": f"trial {best.number} ran one configuration once (seed {best.seed}); retrain it over {spec.repeats} seeds "
         "with the file below before trusting the number",
-        "study_file": yaml.safe_dump(fragment, sort_keys=False),
-        "file_name": "best.yaml",
-        "command": "ablate run best.yaml",
+        "study_file": None,
+        "file_name": None,
+        "command": None,
     }
+    if weight_study(spec):
+        # Its params are simplex coordinates, not settings: there is nothing to retrain. The
+        # ensemble with these weights is the best run's saved model.
+        weights = _trial_weights(data, best.number)
+        where = f"MLflow run {best.run_id}" if best.run_id else "the study's best run"
+        found["weights"] = weights
+        found["cell"] = best.cell  # `uniform`, `only-member2`, `trial-17`: the coordinates say little
+        found["note"] = (
+            f"trial {best.number}'s weights minimise {spec.primary.metric} on the validation split; the ensemble with "
+            f"these weights is model/model.keras of {where}, and its test scores are in the ensemble section. Nothing is "
+            "retrained: rerun the weight study's file to search again"
+        )
+        return found
+    try:
+        fragment = _study_file(spec, params, f"best trial (#{best.number}) of study {spec.name}: {cell_key(params)}")
+    except SpecError as error:  # a trial's params that no study file can hold: say so, keep the answer
+        found["note"] += f" (no study file: {error})"
+        return found
+    found.update(study_file=yaml.safe_dump(fragment, sort_keys=False), file_name="best.yaml", command="ablate run best.yaml")
+    return found
+
+
+def _trial_weights(data: StudyData, number: int) -> list[float] | None:
+    """A weight study trial's ensemble weights, as the search stored them on the trial."""
+    from ablate.ensembles import WEIGHTS_ATTR
+
+    trial = next((t for t in data.study.get_trials(deepcopy=False) if t.number == number), None) if data.study else None
+    weights = trial.user_attrs.get(WEIGHTS_ATTR) if trial is not None else None
+    return [float(w) + 0.0 for w in weights] if weights else None  # + 0.0: -0.0 (a coordinate at 1) shows as 0
 
 
 def learning_curves(data: StudyData, cells: set[str] | None = None) -> dict[str, dict[str, Any]]:

@@ -1,7 +1,8 @@
 """Read one study back from its Optuna storage and its MLflow store, for the report.
 
 Optuna holds the design (the validated spec in the study's user attrs), every trial's state,
-value, seed and duration; MLflow holds the per-epoch curves and the reconstruction pictures.
+value, seed and duration; MLflow holds the per-epoch curves, the reconstruction pictures, the
+diffusion family's chains and samples and the ensemble family's `ensemble/weights.json`.
 Nothing here computes statistics: see `ablate.analysis` and `ablate.report.answer`.
 """
 
@@ -19,6 +20,7 @@ from ablate.study import CELL_ATTR, ERROR_ATTR, RUN_ATTR, SEED_ATTR, SPEC_ATTR, 
 
 CURVE_METRICS: tuple[str, ...] = ("train_loss", "val_loss")
 FINAL_IMAGE = "reconstructions/final.png"
+WEIGHTS_FILE = "ensemble/weights.json"
 
 
 class ReportInputError(AblateError):
@@ -99,17 +101,36 @@ def collect(name: str, project: Project, *, curves: bool = True) -> StudyData:
     return data
 
 
+def curve_metrics(data: StudyData) -> list[str]:
+    """The metrics the learning curves show: train and validation loss, then each objective's
+    metric when it is another per-epoch one (e.g. a diffusion study's `val_chain_loss`)."""
+    extra = [o["metric"] for o in data.objectives or [{"metric": data.spec.primary.metric}]]
+    return list(dict.fromkeys([*CURVE_METRICS, *(m for m in extra if m != "parameters")]))
+
+
+def weight_study(spec: StudySpec) -> bool:
+    """Whether the study is an ensemble weight study (`model.family: ensemble`, `ensemble.source: study`).
+
+    Its trials are weight vectors: nothing is trained, so it has no learning curves, and its
+    answer is `ensemble/weights.json` on the study's parent run.
+    """
+    return spec.model.family == "ensemble" and spec.ensemble.source == "study"
+
+
 def read_curves(data: StudyData, project: Project) -> None:
-    """Fill `data.curves` with the complete trials' learning curves from MLflow."""
+    """Fill `data.curves` with the complete trials' learning curves from MLflow (none for a weight study)."""
+    if weight_study(data.spec):
+        return  # its runs hold one score each (step 0), not curves
     run_ids = [row.record.run_id for row in data.trials if row.record.state == "COMPLETE" and row.record.run_id]
     if not run_ids:
         return  # no run to read: do not open (or create) the store
     client = mlflow_client(project)
+    metrics = curve_metrics(data)
     for run_id in run_ids:
         data.curves[run_id] = {
             metric: [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, metric), key=lambda m: m.step)
                      if math.isfinite(m.value)]
-            for metric in CURVE_METRICS
+            for metric in metrics
         }  # fmt: skip
 
 
@@ -132,8 +153,10 @@ def _records(study: Any) -> list[TrialRecord]:
     return [r if r.cell else replace(r, cell=cell_key(r.params)) for r in records]
 
 
-def download_final_images(project: Project, run_ids: dict[str, str], folder: Path) -> dict[str, Path]:
-    """Each named run's `reconstructions/final.png`, downloaded under `folder` (missing ones left out)."""
+def download_final_images(
+    project: Project, run_ids: dict[str, str], folder: Path, artifact: str = FINAL_IMAGE
+) -> dict[str, Path]:
+    """Each named run's `artifact` (`reconstructions/final.png`), downloaded under `folder` (missing ones left out)."""
     found: dict[str, Path] = {}
     if not run_ids:
         return found
@@ -142,10 +165,56 @@ def download_final_images(project: Project, run_ids: dict[str, str], folder: Pat
         destination = folder / run_id
         destination.mkdir(parents=True, exist_ok=True)
         try:
-            found[label] = Path(client.download_artifacts(run_id, FINAL_IMAGE, str(destination)))
+            found[label] = Path(client.download_artifacts(run_id, artifact, str(destination)))
         except Exception:  # noqa: BLE001 - a run without its picture (failed upload) leaves a gap, not a crash
             continue
     return found
+
+
+def list_run_artifacts(project: Project, run_ids: list[str], folder: str) -> dict[str, list[str]]:
+    """Run id -> the artifact paths under `folder` of that run (empty when it has none or is gone)."""
+    client = mlflow_client(project)
+    listed: dict[str, list[str]] = {}
+    for run_id in dict.fromkeys(run_ids):
+        try:
+            listed[run_id] = sorted(a.path for a in client.list_artifacts(run_id, folder) if not a.is_dir)
+        except Exception:  # noqa: BLE001 - a deleted run: nothing to show, not a crash
+            listed[run_id] = []
+    return listed
+
+
+def read_json_artifacts(project: Project, run_ids: list[str], artifact: str = WEIGHTS_FILE) -> dict[str, Any]:
+    """Run id -> the parsed JSON `artifact` of that run (`ensemble/weights.json`); runs without it left out."""
+    import json
+    import tempfile
+
+    found: dict[str, Any] = {}
+    if not run_ids:
+        return found
+    client = mlflow_client(project)
+    with tempfile.TemporaryDirectory(prefix="ablate-report-") as scratch:
+        for run_id in dict.fromkeys(run_ids):
+            try:
+                path = client.download_artifacts(run_id, artifact, str(Path(scratch) / run_id))
+                found[run_id] = json.loads(Path(path).read_text())
+            except Exception:  # noqa: BLE001 - a run that never logged it (failed trial, older run): left out
+                continue
+    return found
+
+
+def download_artifact(project: Project, run_id: str, artifact: str, destination: Path) -> bool:
+    """Copy one artifact of a run to the file `destination`; False when the run has no such artifact."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ablate-report-") as scratch:
+        try:
+            path = mlflow_client(project).download_artifacts(run_id, artifact, scratch)
+        except Exception:  # noqa: BLE001 - a missing picture leaves a gap in the report, not a crash
+            return False
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, destination)
+    return True
 
 
 def log_report(project: Project, parent_run_id: str, folder: Path) -> None:
@@ -176,4 +245,7 @@ def _refuse_missing_store(project: Project) -> None:
             )
 
 
-__all__ = ["ReportInputError", "StudyData", "TrialRow", "collect", "download_final_images", "log_report", "read_curves"]
+__all__ = [
+    "ReportInputError", "StudyData", "TrialRow", "collect", "curve_metrics", "download_artifact", "download_final_images",
+    "list_run_artifacts", "log_report", "read_curves", "read_json_artifacts", "weight_study",
+]  # fmt: skip

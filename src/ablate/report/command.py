@@ -42,7 +42,9 @@ def add_parser(commands: Any, common: argparse.ArgumentParser, overrides: argpar
         "from the baseline level over seeds with a 95%% t interval, a paired t test and Holm's correction; "
         "fANOVA and PED-ANOVA importances with bootstrap ranges (two or more factors; per objective); the Pareto "
         "front of a multi-objective study; learning curves with a band over seeds; "
-        "each variant's reconstructions side by side; every trial with a link to its MLflow run; and the best "
+        "each variant's reconstructions side by side (a diffusion study: its reverse chains and samples from "
+        "noise; an ensemble study: its weights and member vs uniform vs searched scores on validation and test); "
+        "every trial with a link to its MLflow run; and the best "
         "configuration as a study file. html (default) writes a self-contained page (works offline) plus PNGs, "
         "JSON and best.yaml into --out and logs them to the study's MLflow parent run; md and json print to stdout.",
     )
@@ -107,6 +109,12 @@ def make_report(
         baselines=chosen,
         pareto=pareto_front(data.study, data.objectives),
     )
+    from ablate.report.families import fetch_diffusion_images, sections
+
+    sections(answer, data, project)  # diffusion chains and samples, ensemble weights: read from MLflow
+    folder = (out or Path("ablate-report") / name).resolve() if form == "html" else out
+    if folder is not None:  # the pictures the page and the Markdown link to, beside them
+        fetch_diffusion_images(answer["diffusion"], project, folder)
     if form == "json":
         text = json.dumps(answer, indent=2, default=str) + "\n"
         return Report(answer=answer, text=text, folder=_write_text(out, "report.json", text), logged_to=None)
@@ -116,7 +124,7 @@ def make_report(
     if form == "md":
         return Report(answer=answer, text=markdown, folder=_write_text(out, "report.md", markdown), logged_to=None)
 
-    folder = (out or Path("ablate-report") / name).resolve()
+    folder = folder or (Path("ablate-report") / name).resolve()  # set above for html; this narrows the type
     folder.mkdir(parents=True, exist_ok=True)
     _write_page(answer, data, project, folder, markdown)
     logged = None
@@ -142,15 +150,17 @@ def _write_page(answer: dict[str, Any], data: Any, project: Any, folder: Path, m
         charts["importances"] = figures.importances_figure(answer)
     if answer["pareto"] and answer["pareto"]["trials"]:
         charts["pareto"] = figures.pareto_figure(answer)
+    if answer["ensemble"] and answer["ensemble"]["variants"]:
+        charts["ensemble"] = figures.ensemble_figure(answer)
     figures.write_pngs(answer, folder)
     with tempfile.TemporaryDirectory(prefix="ablate-report-") as scratch:
         runs = {cell: run["run_id"] for cell, run in answer["median_runs"].items() if run["run_id"]}
         images = download_final_images(project, runs, Path(scratch))
         picture = figures.reconstructions_png(answer, images, folder / "reconstructions.png")
-    (folder / "index.html").write_text(to_html(answer, figures=charts, reconstructions=picture))
+    (folder / "index.html").write_text(to_html(answer, figures=charts, reconstructions=picture, folder=folder))
     (folder / "report.md").write_text(markdown)
     (folder / "report.json").write_text(json.dumps(answer, indent=2, default=str) + "\n")
-    if answer["best"]:
+    if answer["best"] and answer["best"]["study_file"]:
         (folder / answer["best"]["file_name"]).write_text(answer["best"]["study_file"])
 
 
@@ -189,7 +199,7 @@ def _handle(args: argparse.Namespace, console: Any) -> int:
     if report.logged_to:
         console.print(f"logged to MLflow: parent run {report.logged_to}, artifacts under report/", highlight=False)
     best = report.answer["best"]
-    if best:
+    if best and best["file_name"]:
         console.print(f"best configuration {best['cell']}: retrain with `ablate run {report.folder / best['file_name']}`",
                       highlight=False)  # fmt: skip
     return 0

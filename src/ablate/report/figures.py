@@ -15,7 +15,11 @@ import numpy as np
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 CURVE_STYLE = {"val_loss": "solid", "train_loss": "dash"}
+EXTRA_STYLES = ("dot", "dashdot", "longdash")  # the objective's metric when it is another one (val_chain_loss)
+MPL_STYLES = {"solid": "-", "dash": "--", "dot": ":", "dashdot": "-.", "longdash": (0, (8, 3))}
 GRID_GAP, GRID_SCALE, GRID_ROWS = 2, 2, 3  # as `ablate.images.reconstruction_grid` draws final.png
+# An ensemble's final.png has a fourth row: clean | noisy | best single member | ensemble.
+FAMILY_ROWS = {"ensemble": (("best member", 2), ("ensemble", 3))}
 
 
 def effects_figure(answer: dict[str, Any]) -> Any:
@@ -46,32 +50,66 @@ def effects_figure(answer: dict[str, Any]) -> Any:
     return figure
 
 
-def curves_figure(answer: dict[str, Any]) -> Any:
-    """Train (dashed) and validation (solid) loss per epoch of every variant: mean and band over seeds."""
-    import plotly.graph_objects as go
+def curve_styles(answer: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """Metric -> (plotly dash, on the second y axis) for every metric the curves hold, in drawing order.
 
-    figure = go.Figure()
+    `val_loss` solid and `train_loss` dashed on the loss axis; any other metric (the objective's,
+    e.g. `val_chain_loss`) dotted, on the same axis when it is a loss, else on a second axis.
+    """
+    metrics = list(dict.fromkeys(m for curves in answer["curves"].values() for m in curves if m != "runs"))
+    order = [m for m in ("val_loss", "train_loss") if m in metrics] + [m for m in metrics if m not in CURVE_STYLE]
+    styles: dict[str, tuple[str, bool]] = {}
+    extra = 0
+    for metric in order:
+        if metric in CURVE_STYLE:
+            styles[metric] = (CURVE_STYLE[metric], False)
+        else:
+            styles[metric] = (EXTRA_STYLES[extra % len(EXTRA_STYLES)], not metric.endswith("_loss"))
+            extra += 1
+    return styles
+
+
+def curves_note(answer: dict[str, Any]) -> str:
+    """What each line style means, for the page and the Markdown."""
+    names = {"solid": "solid", "dash": "dashed", "dot": "dotted", "dashdot": "dash-dotted", "longdash": "long-dashed"}
+    parts = [f"{names[dash]}: {metric}" + (" (right axis)" if second else "")
+             for metric, (dash, second) in curve_styles(answer).items()]  # fmt: skip
+    return "; ".join(parts)
+
+
+def curves_figure(answer: dict[str, Any]) -> Any:
+    """Train (dashed) and validation (solid) loss per epoch of every variant, and the objective's
+    metric when it is another one (dotted): mean and band over seeds."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    styles = curve_styles(answer)
+    second = any(on_second for _, on_second in styles.values())
+    figure = make_subplots(specs=[[{"secondary_y": True}]]) if second else go.Figure()
     for index, (cell, curves) in enumerate(answer["curves"].items()):
         colour = PALETTE[index % len(PALETTE)]
-        for metric in ("val_loss", "train_loss"):
+        for metric, (dash, on_second) in styles.items():
             if metric not in curves or not curves[metric]["epochs"]:
                 continue
             curve = curves[metric]
             name = f"{cell} {metric}"
+            where = {"secondary_y": on_second} if second else {}
             figure.add_trace(go.Scatter(
                 x=curve["epochs"] + curve["epochs"][::-1], y=curve["high"] + curve["low"][::-1],
                 mode="lines", fill="toself", fillcolor=_rgba(colour, 0.15), line={"width": 0}, hoverinfo="skip",
                 legendgroup=name, showlegend=False,
-            ))  # fmt: skip
+            ), **where)  # fmt: skip
             figure.add_trace(go.Scatter(
                 x=curve["epochs"], y=curve["mean"], mode="lines+markers", name=name, legendgroup=name,
-                line={"color": colour, "dash": CURVE_STYLE[metric]},
-            ))  # fmt: skip
+                line={"color": colour, "dash": dash},
+            ), **where)  # fmt: skip
     figure.update_layout(
         title="Learning curves: mean over seeds, band from the lowest to the highest seed",
         xaxis={"title": "epoch", "dtick": 1}, yaxis_title="loss", height=480, template="plotly_white",
         margin={"l": 10, "r": 10, "t": 50, "b": 40},
     )  # fmt: skip
+    if second:
+        figure.update_yaxes(title_text=", ".join(m for m, (_, s) in styles.items() if s), secondary_y=True)
     return figure
 
 
@@ -154,8 +192,95 @@ def pareto_figure(answer: dict[str, Any]) -> Any:
     return figure
 
 
+def ensemble_bars(variant: dict[str, Any]) -> list[dict[str, Any]]:
+    """The bars of one ensemble variant: each member, the uniform average and the searched weights."""
+    return [r for r in variant["rows"] if r["kind"] in ("member", "uniform", "best")]
+
+
+def _score_range(variants: list[dict[str, Any]], loss: str) -> list[float] | None:
+    """A y range around the scores: the differences that matter are small next to the values."""
+    values = [r[f"{split}_{loss}"] for v in variants for r in ensemble_bars(v) for split in ("val", "test")
+              if isinstance(r.get(f"{split}_{loss}"), (int, float))]  # fmt: skip
+    if not values:
+        return None
+    low, high = min(values), max(values)
+    pad = max((high - low) * 0.15, abs(high) * 1e-3, 1e-9)
+    return [max(0.0, low - pad) if low >= 0 else low - pad, high + pad]
+
+
+def ensemble_figure(answer: dict[str, Any], loss: str = "loss") -> Any:
+    """Per variant: validation and test scores of each member, the uniform average and the searched
+    weights (grouped bars), and the searched weight of each member."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    variants = answer["ensemble"]["variants"]
+    several = len(variants) > 1
+    titles = [t for v in variants for t in (f"{v['cell']}: {v['loss']} (lower is better)" if several else
+                                            f"{v['loss']} (lower is better)", "searched weight of each member")]  # fmt: skip
+    height = 140 + 330 * len(variants)
+    figure = make_subplots(rows=len(variants), cols=2, column_widths=[0.68, 0.32], subplot_titles=titles,
+                           vertical_spacing=min(0.3, 110 / height) if several else 0.0, horizontal_spacing=0.1)  # fmt: skip
+    for k, variant in enumerate(variants, start=1):
+        bars = ensemble_bars(variant)
+        names = [r["name"] for r in bars]
+        for index, (split, label) in enumerate((("val", "validation"), ("test", "test"))):
+            values = [r.get(f"{split}_{loss}") for r in bars]
+            figure.add_trace(go.Bar(
+                x=names, y=values, name=f"{label} {loss}", marker_color=PALETTE[index], legendgroup=split,
+                showlegend=k == 1, text=[f"{v:.4f}" if isinstance(v, (int, float)) else "" for v in values],
+                textposition="outside", cliponaxis=False, hovertext=[r["label"] for r in bars], hoverinfo="x+y+text",
+            ), row=k, col=1)  # fmt: skip
+        members = [r for r in bars if r["kind"] == "member"]
+        figure.add_trace(go.Bar(
+            x=[r["name"] for r in members], y=[r["weight"] for r in members], name="weight", marker_color=PALETTE[2],
+            showlegend=k == 1, text=[f"{r['weight']:.3f}" for r in members], textposition="outside", cliponaxis=False,
+            hovertext=[r["label"] for r in members], hoverinfo="x+y+text",
+        ), row=k, col=2)  # fmt: skip
+        score_range = _score_range([variant], loss)
+        if score_range:
+            figure.update_yaxes(range=score_range, title_text=f"{variant['loss']} (axis not from 0)", row=k, col=1)
+        figure.update_yaxes(range=[0, 1.1], row=k, col=2)
+    figure.update_layout(
+        title="Ensemble: each member, the uniform average and the searched weights, on validation and test",
+        barmode="group", height=height, template="plotly_white",
+        margin={"l": 10, "r": 10, "t": 80, "b": 40}, legend={"orientation": "h", "y": -0.08},
+    )  # fmt: skip
+    return figure
+
+
+def _ensemble_png(answer: dict[str, Any], path: Path, plt: Any, loss: str = "loss") -> Path:
+    variants = answer["ensemble"]["variants"]
+    fig, axes = plt.subplots(len(variants), 2, squeeze=False, figsize=(10, 0.6 + 3.4 * len(variants)),
+                             gridspec_kw={"width_ratios": [2.2, 1]})  # fmt: skip
+    for (left, right), variant in zip(axes, variants):
+        bars = ensemble_bars(variant)
+        x = np.arange(len(bars))
+        for index, (split, label) in enumerate((("val", "validation"), ("test", "test"))):
+            values = [r.get(f"{split}_{loss}") for r in bars]
+            drawn = left.bar(x + (index - 0.5) * 0.38, [v if v is not None else 0 for v in values], width=0.38,
+                             color=PALETTE[index], label=f"{label} {loss}")  # fmt: skip
+            left.bar_label(drawn, labels=[f"{v:.4f}" if v is not None else "" for v in values], fontsize=6, rotation=90, padding=2)
+        left.set_xticks(x, [r["name"] for r in bars], rotation=20, ha="right", fontsize=8)
+        score_range = _score_range([variant], loss)
+        if score_range:
+            low, high = score_range
+            left.set_ylim(low, high + (high - low) * 0.25)
+        left.set_ylabel(f"{variant['loss']} (axis not from 0)", fontsize=8)
+        left.set_title(f"{variant['cell']}: lower is better", fontsize=9)
+        left.legend(fontsize=7, loc="upper left")
+        members = [r for r in bars if r["kind"] == "member"]
+        drawn = right.bar([r["name"] for r in members], [r["weight"] for r in members], color=PALETTE[2])
+        right.bar_label(drawn, labels=[f"{r['weight']:.3f}" for r in members], fontsize=7)
+        right.set_ylim(0, 1.1)
+        right.tick_params(axis="x", labelrotation=20, labelsize=8)
+        right.set_title("searched weight of each member", fontsize=9)
+    return _save(fig, path)
+
+
 def write_pngs(answer: dict[str, Any], folder: Path) -> dict[str, Path]:
-    """Static PNGs of the effects, the learning curves and the importances; returns name -> path."""
+    """Static PNGs of the effects, the learning curves, the importances, the Pareto front and the
+    ensemble scores (those the answer has); returns name -> path."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display on servers and in CI
@@ -177,23 +302,34 @@ def write_pngs(answer: dict[str, Any], folder: Path) -> dict[str, Path]:
         written["effects"] = _save(fig, folder / "effects.png")
     if answer["curves"]:
         fig, ax = plt.subplots(figsize=(8, 5))
+        styles = curve_styles(answer)
+        right = ax.twinx() if any(on_second for _, on_second in styles.values()) else None
         for index, (cell, curves) in enumerate(answer["curves"].items()):
             colour = PALETTE[index % len(PALETTE)]
-            for metric, style in (("val_loss", "-"), ("train_loss", "--")):
+            for metric, (dash, on_second) in styles.items():
                 curve = curves.get(metric)
+                axis = right if on_second and right is not None else ax
                 if curve and curve["epochs"]:
-                    ax.fill_between(curve["epochs"], curve["low"], curve["high"], color=colour, alpha=0.15, linewidth=0)
-                    ax.plot(curve["epochs"], curve["mean"], style, marker="o", color=colour, label=f"{cell} {metric}")
+                    axis.fill_between(curve["epochs"], curve["low"], curve["high"], color=colour, alpha=0.15, linewidth=0)
+                    axis.plot(curve["epochs"], curve["mean"], linestyle=MPL_STYLES[dash], marker="o", color=colour,
+                              label=f"{cell} {metric}")  # fmt: skip
         ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
-        ax.legend(fontsize=8)
+        handles, labels = ax.get_legend_handles_labels()
+        if right is not None:
+            right.set_ylabel(", ".join(m for m, (_, s) in styles.items() if s))
+            more = right.get_legend_handles_labels()
+            handles, labels = handles + more[0], labels + more[1]
+        ax.legend(handles, labels, fontsize=8)
         ax.set_title("mean over seeds; band: lowest to highest seed")
         written["learning_curves"] = _save(fig, folder / "learning_curves.png")
     if answer["importances"].get("computed"):
         written["importances"] = _importances_png(answer, folder / "importances.png", plt)
     if answer.get("pareto") and answer["pareto"]["trials"]:
         written["pareto"] = _pareto_png(answer, folder / "pareto.png", plt)
+    if answer.get("ensemble") and answer["ensemble"]["variants"]:
+        written["ensemble"] = _ensemble_png(answer, folder / "ensemble.png", plt)
     plt.close("all")
     return written
 
@@ -265,14 +401,19 @@ def reconstructions_png(answer: dict[str, Any], images: dict[str, Path], path: P
     cells = [cell for cell in answer["median_runs"] if cell in images]
     if not cells:
         return None
+    family = answer.get("family", "unet")
+    own = FAMILY_ROWS.get(family, (("", 2),))  # which rows of final.png are the variant's own, and their names
+    count = 1 + max(index for _, index in own)
     grids = {cell: np.asarray(Image.open(images[cell]).convert("L")) for cell in cells}
-    clean, noisy, _ = split_rows(grids[cells[0]])
+    clean, noisy = split_rows(grids[cells[0]], count)[:2]
     rows = [("clean", clean), ("noisy input", noisy)]
     metric = answer["objective"]["metric"]
     for cell in cells:
         run = answer["median_runs"][cell]
-        label = f"{cell}\n(seed {run['seed']}, median of {run['of']}; {metric} {run['value']:.4f})"
-        rows.append((label, split_rows(grids[cell])[2]))
+        parts = split_rows(grids[cell], count)
+        for name, index in own:
+            label = f"{cell}{': ' + name if name else ''}\n(seed {run['seed']}, median of {run['of']}; {metric} {run['value']:.4f})"
+            rows.append((label, parts[index]))
     height, width = clean.shape
     fig, axes = plt.subplots(len(rows), 1, figsize=(max(6, width / 60 + 3), 0.35 + len(rows) * max(0.9, height / 60)))
     for ax, (label, picture) in zip(np.atleast_1d(axes), rows):
@@ -280,7 +421,8 @@ def reconstructions_png(answer: dict[str, Any], images: dict[str, Path], path: P
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle("same validation images: clean, noisy, and each variant's reconstruction", fontsize=9)
+    what = "best single member and ensemble" if family == "ensemble" else "reconstruction"
+    fig.suptitle(f"same validation images: clean, noisy, and each variant's {what}", fontsize=9)
     out = _save(fig, path)
     plt.close("all")
     return out

@@ -1,8 +1,9 @@
 """The answer as Markdown (terminal, CI logs, pull requests) and as a self-contained HTML page.
 
-The page is one file that works offline: plotly.js, the CSS and the reconstruction picture are
-inlined (no CDN, no external request); the Jinja2 template and its CSS live in `dashboards/`,
-which ships inside the package as `ablate/dashboards`.
+The page is one file that works offline: plotly.js, the CSS, the reconstruction picture and a
+diffusion study's chain and sample pictures are inlined (no CDN, no external request); the
+Jinja2 template and its CSS live in `dashboards/`, which ships inside the package as
+`ablate/dashboards`.
 """
 
 from __future__ import annotations
@@ -72,6 +73,11 @@ def to_markdown(answer: dict[str, Any]) -> str:
         for cell in answer["cells"]:
             est = cell["estimate"]
             lines.append(f"| {cell['cell']} | {fmt(est['mean'])} | {fmt_ci(est['ci95'])} | {est['n']} |")
+    for name, section_lines in (("diffusion", diffusion_markdown), ("ensemble", ensemble_markdown)):
+        if answer.get(name):
+            lines += ["", *section_lines(answer[name])]
+            while lines[-1] == "":
+                lines.pop()
     lines += ["", "## Importances", ""]
     lines += importances_markdown(answer["importances"])
     pareto = answer.get("pareto")
@@ -99,10 +105,13 @@ def to_markdown(answer: dict[str, Any]) -> str:
             )
         elif runner:
             lines.append(f"Runner-up: {runner['cell']} with {metric} {fmt(runner['value'])}.")
+        if best.get("weights"):
+            lines.append("Weights: " + ", ".join(f"{w:.4f}" for w in best["weights"]) + ".")
         if best.get("note"):
             lines.append(f"Note: {best['note']}.")
-        lines += ["", f"Save as `{best['file_name']}` and retrain with `{best['command']}`:", "", "```yaml",
-                  best["study_file"].rstrip(), "```"]  # fmt: skip
+        if best.get("study_file"):
+            lines += ["", f"Save as `{best['file_name']}` and retrain with `{best['command']}`:", "", "```yaml",
+                      best["study_file"].rstrip(), "```"]  # fmt: skip
     elif pareto:
         lines.append("Several objectives: no single best; each trial on the Pareto front above is a best trade-off.")
     else:
@@ -152,6 +161,80 @@ def importances_markdown(imp: dict[str, Any]) -> list[str]:
     return lines
 
 
+def diffusion_settings(settings: dict[str, Any]) -> str:
+    """A variant's chain settings in words: `T=4 steps of normal noise (magnitude 0.5), conditioned on t`."""
+    if not settings:
+        return ""
+    conditioned = "conditioned on t" if settings.get("conditioned") else "not conditioned on t"
+    steps = settings.get("steps")
+    return (f"T={steps} step{'' if steps == 1 else 's'} of {settings.get('distribution')} noise (magnitude "
+            f"{settings.get('magnitude')}), {conditioned}")  # fmt: skip
+
+
+def diffusion_caption(variant: dict[str, Any], metric: str) -> str:
+    """Which run a variant's pictures come from."""
+    return (f"trial {variant['trial']}, seed {variant['seed']}, median of {variant['of']} seed(s); {metric} "
+            f"{fmt(variant['value'])}")  # fmt: skip
+
+
+def diffusion_markdown(section: dict[str, Any]) -> list[str]:
+    """The diffusion section's Markdown lines: per variant its chain and samples, side by side."""
+    lines = ["## Diffusion: reverse chains and samples from noise", "",
+             f"Each variant's median-seed run. Chain: {section['about']['chain']}. Samples: {section['about']['samples']}.", ""]  # fmt: skip
+    if not section["variants"]:
+        return [*lines, "No complete run to show yet."]
+    for variant in section["variants"]:
+        lines += [f"### {variant['cell']}", "", f"{diffusion_caption(variant, section['metric'])}. "
+                  f"{diffusion_settings(variant['settings'])}.", "", "| reverse chain (x_T ... x_0, clean) | samples from noise |",
+                  "| --- | --- |"]  # fmt: skip
+        cells = []
+        for name, image in variant["images"].items():
+            if image["file"]:
+                cells.append(f"![{name} of {variant['cell']}]({image['file']})")
+            elif image["found"]:
+                cells.append(f"`{image['uri']}`")
+            else:
+                cells.append(f"no {image['artifact']} in run {variant['run_id']}")
+        lines += ["| " + " | ".join(cells) + " |", ""]
+    if any(image["found"] and not image["file"] for v in section["variants"] for image in v["images"].values()):
+        lines.append("Pictures named by MLflow artifact URI: `ablate report NAME --format md --out DIR` copies them into DIR.")
+    return lines
+
+
+def ensemble_intro(section: dict[str, Any]) -> str:
+    """Where the ensemble's members and weights come from."""
+    if section["source"] == "study":
+        return (f"A weight study: the members are the {section['members']} best trials of study `{section['study']}` "
+                "(their saved models); the weights were searched on the validation split and every score below is from "
+                f"`{section['artifact']}` on the study's MLflow parent run.")
+    members = f"{section['members']} member(s)" if section["members"] else "its ensemble.members members"
+    return (f"Each trial trains {members} (seeds seed .. seed + members - 1) and searches their weights on the "
+            f"validation split; per variant, `{section['artifact']}` of its median-seed run.")
+
+
+def ensemble_markdown(section: dict[str, Any]) -> list[str]:
+    """The ensemble section's Markdown lines: per variant, the weights and every score on validation and test."""
+    lines = ["## Ensemble: weights, members vs uniform vs searched", "", ensemble_intro(section), ""]
+    if not section["variants"]:
+        lines.append(f"No `{section['artifact']}` found in MLflow" + (f" ({', '.join(section['missing'])})" if section["missing"] else "") + ".")
+        return lines
+    for variant in section["variants"]:
+        lines += [f"### {variant['cell']}", "",
+                  "| | what | weight | val_loss | val_mse | test_loss | test_mse |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        for row in variant["rows"]:
+            name = f"**{row['name']}**" if row["kind"] == "best" else row["name"] + (" (best member)" if row["chosen"] else "")
+            weight = fmt(row["weight"]) if row["weight"] is not None else ""
+            lines.append(f"| {name} | {row['label']} | {weight} | " + " | ".join(fmt(row[k]) for k in ("val_loss", "val_mse", "test_loss", "test_mse")) + " |")
+        search = variant["search"]
+        lines += ["", f"Loss: {variant['loss']}; searched on {variant['searched_on']} with {search.get('sampler')} over "
+                  f"{search.get('trials')} weight vectors; the weights sum to {variant['weights_sum']:.6f}. "
+                  f"{sentence(variant['summary'])}.", ""]  # fmt: skip
+    if section["missing"]:
+        lines.append(f"No `{section['artifact']}` for: {', '.join(section['missing'])}.")
+    return lines
+
+
 def effects_absent(answer: dict[str, Any]) -> str:
     """Why a search design has no effects table."""
     return (
@@ -181,8 +264,13 @@ def trial_values(trial: dict[str, Any], n: int) -> list[float | None]:
     return [values[i] if i < len(values) else None for i in range(n)]
 
 
-def to_html(answer: dict[str, Any], *, figures: dict[str, Any], reconstructions: Path | None) -> str:
-    """The self-contained page: plotly.js inline once, each chart as a div, the picture as base64."""
+def to_html(
+    answer: dict[str, Any], *, figures: dict[str, Any], reconstructions: Path | None, folder: Path | None = None
+) -> str:
+    """The self-contained page: plotly.js inline once, each chart as a div, the pictures as base64.
+
+    `folder`: where the answer's diffusion pictures were copied (their `file` is relative to it).
+    """
     import jinja2
     from plotly.offline import get_plotlyjs
 
@@ -191,14 +279,21 @@ def to_html(answer: dict[str, Any], *, figures: dict[str, Any], reconstructions:
         autoescape=jinja2.select_autoescape(["html", "j2"]),
         undefined=jinja2.StrictUndefined,  # a misspelt field fails the render instead of showing blank
     )
-    environment.filters.update(fmt=fmt, fmt_ci=fmt_ci, fmt_p=fmt_p, fmt_level=fmt_level, fmt_duration=fmt_duration)
-    from ablate.report.figures import importance_rows
+    environment.filters.update(fmt=fmt, fmt_ci=fmt_ci, fmt_p=fmt_p, fmt_level=fmt_level, fmt_duration=fmt_duration,
+                               sentence=sentence)  # fmt: skip
+    from ablate.report.figures import curves_note, importance_rows
     from ablate.report.importance import LABELS
 
     environment.globals.update(
         importance_rows=importance_rows, labels=LABELS, trial_values=trial_values,
-        baselines_sentence=baselines_sentence, effects_absent=effects_absent,
+        baselines_sentence=baselines_sentence, effects_absent=effects_absent, curves_note=curves_note,
+        diffusion_settings=diffusion_settings, diffusion_caption=diffusion_caption,
     )  # fmt: skip
+    inlined = {}
+    for variant in (answer.get("diffusion") or {}).get("variants", []):
+        for image in variant["images"].values():
+            if image["file"] and folder is not None and (folder / image["file"]).is_file():
+                inlined[image["file"]] = base64.b64encode((folder / image["file"]).read_bytes()).decode()
     charts = {
         name: figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"chart-{name}",
                              config={"displaylogo": False, "responsive": True})
@@ -210,9 +305,15 @@ def to_html(answer: dict[str, Any], *, figures: dict[str, Any], reconstructions:
         charts=charts,
         plotly_js=get_plotlyjs(),
         reconstructions=picture,
+        pictures=inlined,
         # Inside <script type="application/json"> only "</" could end the element early.
         answer_json=json.dumps(answer, default=str).replace("</", "<\\/"),
     )
+
+
+def sentence(text: str) -> str:
+    """The text with its first letter upper-cased (Jinja's `capitalize` would lower-case the rest)."""
+    return text[:1].upper() + text[1:]
 
 
 def fmt(value: float | None, digits: int = 4) -> str:
