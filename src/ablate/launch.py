@@ -17,6 +17,10 @@ from `docker stop`) reaches only the parent, which passes exactly one SIGINT on 
 each records its current trial as interrupted, hands it back and exits; no new child is started.
 A child dies with its parent (Linux: `PR_SET_PDEATHSIG`), so `kill -9` of the parent leaves no
 worker behind: its trial is then failed and retried as after any `kill -9`.
+
+**Progress.** The children's output is relayed line by line (prefixed with the worker when there
+are several). A child marks each finished trial with a `TRIAL_END_MARK` line, which the parent
+hands to its own progress display (`ablate run`'s study bar advances) instead of printing it raw.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from ablate.home import HOME_ENV, STORAGE_ENV, TRACKING_ENV, Project
 RECYCLE_AFTER = 25  # trials per worker process (default of --recycle-after)
 RECYCLE_EXIT = 75  # a recycled child stopped at its trial limit and work remains: start the next one
 WORKER_ID_ENV = "ABLATE_WORKER_ID"  # how a recycled child names its worker: the parent's host:pid
+MARKS_ENV = "ABLATE_TRIAL_MARKS"  # set for children: mark each finished trial with a TRIAL_END_MARK line
+TRIAL_END_MARK = "\x1eablate:trial-ended\t"  # then the trial's label, a tab, its outcome (rich markup)
 INTERRUPT_WAIT = 30.0  # seconds an interrupted child gets to record its trial before it is killed
 POLL_SECONDS = 0.2
 
@@ -101,11 +107,13 @@ def run_workers(
     gpus: Sequence[str],
     console: Any,
     recycle_after: int = 0,
+    on_trial_end: Callable[[str, str], None] | None = None,
 ) -> None:
     """Start `workers` processes on study `name` (worker i on GPU gpus[i % len(gpus)]) and wait.
 
     With `recycle_after` > 0 each worker is a succession of child processes of at most that many
-    trials each (see the module docstring).
+    trials each (see the module docstring). `on_trial_end(label, outcome)` is told of each trial a
+    worker finishes (e.g. `StudyProgress.end_trial`); without it the line is printed.
 
     Raises:
         WorkerFailedError: a worker exited non-zero (its output above says why).
@@ -119,7 +127,7 @@ def run_workers(
         prefix = "" if workers == 1 and gpu is None else f"[w{index + 1}{'' if gpu is None else f' gpu {gpu}'}] "
         argv = [sys.executable, "-m", "ablate", "worker", "--study", name]
         slots.append(Slot(argv, worker_env(project, gpu), prefix=prefix, recycle_after=recycle_after))
-    codes = supervise(slots, console)
+    codes = supervise(slots, console, on_trial_end=on_trial_end)
     bad = [(i + 1, code) for i, code in enumerate(codes) if code != 0]
     if bad:
         raise WorkerFailedError(", ".join(f"worker {i} exited with code {code}" for i, code in bad))
@@ -166,7 +174,9 @@ class Slot:
         return int(value[value.index("--max-trials") + 1]) if "--max-trials" in value else None
 
 
-def supervise(slots: Sequence[Slot], console: Any) -> list[int]:
+def supervise(
+    slots: Sequence[Slot], console: Any, *, on_trial_end: Callable[[str, str], None] | None = None
+) -> list[int]:
     """Run each slot's children until each has no more work; return each slot's exit code.
 
     A child that exits with `RECYCLE_EXIT` is replaced by a new one; any other code ends its slot
@@ -175,11 +185,11 @@ def supervise(slots: Sequence[Slot], console: Any) -> list[int]:
     """
     try:
         for slot in slots:
-            _start(slot, console)
+            _start(slot, console, on_trial_end)
         while any(slot.code is None for slot in slots):
             for slot in slots:
                 if slot.code is None and slot.process is not None and slot.process.poll() is not None:
-                    _ended(slot, console)
+                    _ended(slot, console, on_trial_end)
             time.sleep(POLL_SECONDS)
     except BaseException:
         _stop(slots)
@@ -187,11 +197,11 @@ def supervise(slots: Sequence[Slot], console: Any) -> list[int]:
     return [slot.code or 0 for slot in slots]
 
 
-def _start(slot: Slot, console: Any) -> None:
+def _start(slot: Slot, console: Any, on_trial_end: Callable[[str, str], None] | None) -> None:
     argv = slot.command()
     process = subprocess.Popen(
         argv,
-        env=slot.env,
+        env={**slot.env, MARKS_ENV: "1"},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -201,11 +211,11 @@ def _start(slot: Slot, console: Any) -> None:
     slot.process = process
     slot.children += 1
     assert process.stdout is not None
-    slot.reader = threading.Thread(target=_relay, args=(process.stdout, slot.prefix, console), daemon=True)
+    slot.reader = threading.Thread(target=_relay, args=(process.stdout, slot.prefix, console, on_trial_end), daemon=True)
     slot.reader.start()
 
 
-def _ended(slot: Slot, console: Any) -> None:
+def _ended(slot: Slot, console: Any, on_trial_end: Callable[[str, str], None] | None) -> None:
     process = slot.process
     assert process is not None and process.returncode is not None
     if slot.reader is not None:
@@ -216,7 +226,7 @@ def _ended(slot: Slot, console: Any) -> None:
         slot.ran += limit
         if slot.max_trials is None or slot.ran < slot.max_trials:
             _say(console, slot, f"worker process {process.pid} ran its {limit} trial(s); starting a fresh one")
-            _start(slot, console)
+            _start(slot, console, on_trial_end)
             return
         code = 0
     slot.code = code
@@ -269,11 +279,22 @@ def _say(console: Any, slot: Slot, text: str) -> None:
     console.print(Text(slot.prefix + text, style="dim"))
 
 
-def _relay(stream: IO[str], prefix: str, console: Any) -> None:
+def _relay(stream: IO[str], prefix: str, console: Any, on_trial_end: Callable[[str, str], None] | None = None) -> None:
+    from rich.markup import escape
     from rich.text import Text
 
     for line in stream:
-        console.print(Text(prefix + line.rstrip("\n")))
+        line = line.rstrip("\n")
+        mark = line.find(TRIAL_END_MARK)
+        if mark >= 0:
+            label, _, outcome = line[mark + len(TRIAL_END_MARK) :].partition("\t")
+            label = escape(prefix + label)  # "[w1]" is no markup; the outcome's markup is meant
+            if on_trial_end is not None:
+                on_trial_end(label, outcome)
+            else:
+                console.print(f"  {label}: {outcome}", highlight=False)
+            continue
+        console.print(Text(prefix + line))
 
 
 def recycled_worker_id() -> str:

@@ -184,7 +184,11 @@ def _worker(args: argparse.Namespace, console: Any) -> int:
         f"heartbeat {heartbeat}s, grace {grace}s",
         highlight=False,
     )
-    with StudyProgress(console) as progress:
+    import os
+
+    from ablate.launch import MARKS_ENV
+
+    with (_marked_progress() if os.environ.get(MARKS_ENV) else StudyProgress)(console) as progress:
         ran = serve(studies, progress=progress, max_trials=args.max_trials, wait=args.wait)
     if args.recycled and args.max_trials is not None and ran >= args.max_trials and _work_left(studies(), wait=args.wait):
         from ablate.launch import RECYCLE_EXIT
@@ -219,6 +223,20 @@ def _recycling_worker(args: argparse.Namespace, console: Any) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)  # docker stop: the child records its trial, then we end
     [code] = supervise([Slot(argv, env, recycle_after=args.recycle_after, max_trials=args.max_trials)], console)
     return code
+
+
+def _marked_progress() -> type:
+    from ablate.launch import TRIAL_END_MARK
+    from ablate.progress import StudyProgress
+
+    class MarkedProgress(StudyProgress):
+        """A worker under a parent (`ablate run`, a recycling worker): finished trials go to the parent's display."""
+
+        def end_trial(self, label: str, outcome: str) -> None:
+            self.console.file.write(f"{TRIAL_END_MARK}{label}\t{outcome}\n")
+            self.console.file.flush()
+
+    return MarkedProgress
 
 
 def _work_left(works: list[Any], *, wait: bool) -> bool:

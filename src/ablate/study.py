@@ -225,7 +225,8 @@ def run_study(
                 from ablate.launch import run_workers
 
                 run_workers(
-                    spec.name, project, workers=workers, gpus=gpus, console=progress.console, recycle_after=recycle_after
+                    spec.name, project, workers=workers, gpus=gpus, console=progress.console, recycle_after=recycle_after,
+                    on_trial_end=progress.end_trial,
                 )
         except BaseException:
             interrupted = True
