@@ -234,3 +234,11 @@ def test_averaging_trials_run_every_seed_and_wilcoxon_prunes_between_seeds(proje
             assert len(seed_runs) < 5
             checked += 1
     assert checked, [(t.params, t.state.name) for t in trials]
+
+
+def test_a_stored_spec_rebuilds_when_a_factor_varies_what_a_setting_derives_from() -> None:
+    # model.block is left out, so it follows model.residual_blocks; a stored copy must not pin it.
+    spec = spec_of(factors={"model.residual_blocks": {"type": "int", "low": 0, "high": 2}})
+    assert spec.model.block == "plain"
+    rebuilt = type(spec).model_validate(spec.to_file())
+    assert [rebuilt.run_config(c, seed=0).model.block for c in rebuilt.cells()] == ["plain", "residual", "residual"]

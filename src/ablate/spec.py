@@ -465,6 +465,18 @@ class StudySpec(Frozen):
             set_dotted(tree, name, value)
         return RunConfig.model_validate(tree)
 
+    def to_file(self) -> dict[str, Any]:
+        """The spec as a study file holds it: every setting, less those derived from others.
+
+        `model.block` left out of the file follows `model.residual_blocks`; written back as the
+        derived `plain`, it would then conflict with a factor that varies `residual_blocks`. This
+        is what the storage keeps (workers rebuild the spec from it) and what `best.yaml` starts from.
+        """
+        data = self.model_dump(mode="json")
+        if "block" not in self.model.model_fields_set:
+            data["model"].pop("block", None)
+        return data
+
     def fingerprint(self) -> dict[str, Any]:
         """The settings that make results comparable; a study may resume only if they agree."""
         return self.model_dump(

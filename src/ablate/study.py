@@ -110,7 +110,7 @@ def open_study(spec: StudySpec, storage: Any) -> optuna.Study:
             f"(--set name={spec.name}-v2) or delete the study (`optuna delete-study --study-name {spec.name} "
             f"--storage {_where(storage)}`)."
         )
-    study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
+    study.set_user_attr(SPEC_ATTR, spec.to_file())
     return study
 
 
