@@ -354,7 +354,7 @@ def _study_file(spec: StudySpec, params: Mapping[str, Level], description: str) 
     fragment: dict[str, Any] = {
         "name": f"{spec.name}-best"[:100],
         "description": description,
-        **spec.model_dump(mode="json", include=set(sections)),
+        **{section: value for section, value in spec.to_file().items() if section in sections},
         "repeats": spec.repeats,
         "seed": spec.seed,
         "objective": spec.primary.model_dump(mode="json"),
