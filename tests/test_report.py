@@ -518,6 +518,214 @@ def test_multi_objective_report_shows_the_pareto_front_in_every_form(stored_two_
     assert main(["report", name, "--home", str(project.home), "--format", "md", "--baseline", "model.filters=8"]) == 2
 
 
+# ---- the family sections: diffusion chains and samples, ensemble weights and scores ----------------
+
+
+def train_quietly(raw: dict[str, Any], project: Any) -> Any:
+    """Run a study file dict with `ablate run`'s own code, its progress drawn to nowhere."""
+    with StudyProgress(Console(file=io.StringIO())) as progress:
+        return run_study(spec_from_dict(raw), project, progress=progress)
+
+
+def pixels(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("L"))
+
+
+def assert_not_blank(picture: np.ndarray, what: str) -> None:
+    assert picture.std() > 5 and len(np.unique(picture)) > 10, f"{what} is blank"
+
+
+@pytest.fixture(scope="module")
+def diffusion_study(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A tiny real diffusion study: T in {1, 2}, one seed, one epoch, 2 filters, 64 training images."""
+    project = resolve_project(home=tmp_path_factory.mktemp("diffusion-report") / "home")
+    raw = tiny_study(
+        name="tiny-chains",
+        data={"dataset": "mnist-embedded", "train_size": 64, "val_size": 16, "test_size": 16},
+        model={"family": "diffusion", "filters": 2, "depth": 2},
+        diffusion={"steps": 2, "magnitude": 0.5},
+        train={"epochs": 1, "batch_size": 32},
+        factors={"diffusion.steps": [1, 2]},
+        repeats=1,
+        objective={"metric": "val_chain_loss"},
+    )
+    outcome = train_quietly(raw, project)
+    assert (outcome.complete, outcome.failed) == (2, 0)
+    return project, "tiny-chains"
+
+
+@pytest.mark.slow
+def test_diffusion_report_shows_each_variants_chain_and_samples(diffusion_study: Any, tmp_path: Path) -> None:
+    project, name = diffusion_study
+    client = MlflowClient(project.tracking_uri)
+    study = optuna.load_study(study_name=name, storage=project.storage)
+    runs = {f"diffusion.steps={t.params['diffusion.steps']}": t.user_attrs["mlflow_run_id"] for t in study.trials}
+
+    # JSON without --out: the pictures are named by their MLflow artifact URIs; nothing is written.
+    answer = make_report(name, project, form="json", bootstrap=0).answer
+    section = answer["diffusion"]
+    assert answer["family"] == "diffusion" and answer["ensemble"] is None
+    assert section["metric"] == "val_chain_loss"
+    assert [v["cell"] for v in section["variants"]] == ["diffusion.steps=1", "diffusion.steps=2"]
+    for variant in section["variants"]:
+        run_id = runs[variant["cell"]]
+        assert variant["run_id"] == run_id == answer["median_runs"][variant["cell"]]["run_id"]
+        assert variant["settings"]["steps"] == int(variant["cell"][-1]) and variant["settings"]["conditioned"] is False
+        for image, artifact in (("chain", "diffusion/chain.png"), ("samples", "diffusion/samples.png")):
+            entry = variant["images"][image]
+            assert entry == {"artifact": artifact, "run_id": run_id, "uri": f"runs:/{run_id}/{artifact}", "found": True, "file": None}
+    assert not (tmp_path / "ablate-report").exists()
+
+    # Markdown with --out: the pictures are copied there, byte for byte, and linked side by side.
+    out = tmp_path / "md"
+    report = make_report(name, project, form="md", out=out, bootstrap=0)
+    md = (out / "report.md").read_text()
+    assert md == report.text and "## Diffusion: reverse chains and samples from noise" in md
+    for variant in report.answer["diffusion"]["variants"]:
+        trial, run_id = variant["trial"], variant["run_id"]
+        assert f"| ![chain of {variant['cell']}](diffusion/trial{trial}-chain.png) | ![samples of {variant['cell']}](diffusion/trial{trial}-samples.png) |" in md
+        for image in ("chain", "samples"):
+            copied = out / variant["images"][image]["file"]
+            original = Path(client.download_artifacts(run_id, f"diffusion/{image}.png", str(tmp_path / run_id)))
+            assert copied.read_bytes() == original.read_bytes()
+            assert_not_blank(pixels(copied), f"{variant['cell']} {image}")
+        # The chain's columns: x_T .. x_0 (T + 1 frames), then the clean image; 4 validation images as rows.
+        assert pixels(out / variant["images"]["chain"]["file"]).shape == ((4 * 30 - 2) * 2, ((variant["settings"]["steps"] + 2) * 30 - 2) * 2)
+        assert pixels(out / variant["images"]["samples"]["file"]).shape == ((4 * 30 - 2) * 2, ((variant["settings"]["steps"] + 1) * 30 - 2) * 2)
+
+    # The page: the four pictures inlined, the curves with the objective's metric beside the losses.
+    page_report = make_report(name, project, form="html", out=tmp_path / "page", bootstrap=0, log=False)
+    page = (page_report.folder / "index.html").read_text()
+    assert page.count('<img class="diffusion ') == 4 and 'id="reconstructions"' not in page
+    assert 'id="diffusion"' in page and "T=2 steps of normal noise" in page
+    curves = page_report.answer["curves"]
+    for cell, run_id in runs.items():
+        history = [m.value for m in client.get_metric_history(run_id, "val_chain_loss")]
+        assert curves[cell]["val_chain_loss"]["mean"] == pytest.approx(history)
+        assert curves[cell]["val_loss"]["epochs"] == [1]
+    assert "dotted: val_chain_loss" in page
+    assert {"learning_curves.png", "report.md", "report.json", "diffusion"} <= {p.name for p in page_report.folder.iterdir()}
+    stored = json.loads((page_report.folder / "report.json").read_text())
+    assert stored["diffusion"]["variants"][0]["images"]["chain"]["file"] == "diffusion/trial0-chain.png"
+
+
+WEIGHT_SOURCE = "tiny-weight-members"
+
+
+@pytest.fixture(scope="module")
+def weight_study(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A tiny autoencoder study (3 seeds, 3 saved models, 1 epoch), then a real 20-trial weight study of them."""
+    project = resolve_project(home=tmp_path_factory.mktemp("ensemble-report") / "home")
+    members = tiny_study(name=WEIGHT_SOURCE, data={"dataset": "mnist-embedded", "train_size": 128, "val_size": 32, "test_size": 32},
+                         train={"epochs": 1, "batch_size": 64}, factors={"model.skip": ["concat"]}, repeats=3)  # fmt: skip
+    assert train_quietly(members, project).complete == 3
+    raw = {
+        "name": "tiny-weights",
+        "model": {"family": "ensemble"},
+        "ensemble": {"source": "study", "study": WEIGHT_SOURCE, "members": 3},
+        "design": "search",
+        "search": {"sampler": "cmaes", "trials": 20},
+        "tracking": {"images": 4},
+    }
+    outcome = train_quietly(raw, project)
+    assert (outcome.complete, outcome.failed) == (20, 0)
+    return project, "tiny-weights", outcome
+
+
+def ensemble_runs(client: MlflowClient, experiment_id: str) -> dict[str, list[Any]]:
+    """The weight study's nested runs by role: member, uniform, best."""
+    roles: dict[str, list[Any]] = {}
+    for run in client.search_runs([experiment_id], filter_string="tags.`ablate.role` = 'ensemble'"):
+        roles.setdefault(run.data.tags["ablate.ensemble_role"], []).append(run)
+    return roles
+
+
+SCORE_KEYS = ("val_loss", "val_mse", "test_loss", "test_mse")
+
+
+@pytest.mark.slow
+def test_weight_study_report_shows_the_weights_and_every_score(weight_study: Any, tmp_path: Path) -> None:
+    project, name, outcome = weight_study
+    report = make_report(name, project, form="html", out=tmp_path / "page", bootstrap=2, log=False)
+    answer = report.answer
+    section = answer["ensemble"]
+    assert answer["family"] == "ensemble" and answer["diffusion"] is None
+    assert section["source"] == "study" and section["study"] == WEIGHT_SOURCE and section["members"] == 3
+    (variant,) = section["variants"]
+
+    # What MLflow holds: weights.json on the parent run, a run per member, the uniform run, the best run.
+    client = MlflowClient(project.tracking_uri)
+    document = json.loads(Path(client.download_artifacts(outcome.parent_run_id, "ensemble/weights.json", str(tmp_path))).read_text())
+    assert variant["run_id"] == outcome.parent_run_id
+    assert variant["weights"] == pytest.approx(document["weights"]) and variant["weights_sum"] == pytest.approx(1.0)
+    assert [r["weight"] for r in variant["rows"] if r["kind"] == "member"] == pytest.approx(document["weights"])
+    roles = ensemble_runs(client, outcome.experiment_id)
+    members = {run.data.tags["ablate.source_run_id"]: run.data.metrics for run in roles["member"]}
+    rows = {r["kind"]: r for r in variant["rows"] if r["kind"] != "member"}
+    for row in (r for r in variant["rows"] if r["kind"] == "member"):
+        for key in SCORE_KEYS:  # each member's scores are its nested run's metrics
+            assert row[key] == pytest.approx(members[row["source_run_id"]][key]), (row["name"], key)
+    (uniform,), (best,) = roles["uniform"], roles["best"]
+    for key in SCORE_KEYS:
+        assert rows["uniform"][key] == pytest.approx(uniform.data.metrics[key])
+        assert rows["best"][key] == pytest.approx(best.data.metrics[key])
+    assert [best.data.metrics[f"weight{i}"] for i in range(3)] == pytest.approx(variant["weights"])
+    # The searched best is Optuna's best trial, and at least as good as both references on validation.
+    study = optuna.load_study(study_name=name, storage=project.storage)
+    assert variant["best"]["trial"] == study.best_trial.number == answer["best"]["trial"]
+    assert rows["best"]["val_loss"] == pytest.approx(study.best_value)
+    assert rows["best"]["val_loss"] <= min(rows["uniform"]["val_loss"], *(r["val_loss"] for r in variant["rows"] if r["kind"] == "member"))
+    assert answer["best"]["weights"] == pytest.approx(study.best_trial.user_attrs["ablate.weights"])
+    assert answer["best"]["study_file"] is None and answer["best"]["cell"] == study.best_trial.user_attrs["ablate.cell"]
+
+    # A weight study trains nothing: no curves, and no best.yaml to retrain.
+    assert answer["curves"] == {} and "trains nothing" in answer["curves_absent"]
+    names = {p.name for p in report.folder.iterdir()}
+    assert {"index.html", "ensemble.png", "report.md", "report.json"} <= names and "best.yaml" not in names
+    assert_not_blank(pixels(report.folder / "ensemble.png"), "ensemble.png")
+    page = (report.folder / "index.html").read_text()
+    assert 'id="chart-ensemble"' in page and page.count('<tr class="ensemble-row ') == len(variant["rows"]) == 3 + 3
+    md = (report.folder / "report.md").read_text()
+    assert "## Ensemble: weights, members vs uniform vs searched" in md
+    assert f"| uniform average | each weight 1/3 |  | {rows['uniform']['val_loss']:.4f} | {rows['uniform']['val_mse']:.4f} | " \
+        f"{rows['uniform']['test_loss']:.4f} | {rows['uniform']['test_mse']:.4f} |" in md  # fmt: skip
+    assert "| **searched weights** |" in md and "Weights: " in md
+
+
+@pytest.mark.slow
+def test_trained_ensemble_report_per_variant(tmp_path: Path) -> None:
+    # ensemble.source: train: each trial trains its members and searches their weights; the report
+    # reads each variant's median-seed run's weights.json and agrees with the run's metrics.
+    project = resolve_project(home=tmp_path / "home")
+    raw = tiny_study(
+        name="tiny-trained-ensemble",
+        data={"dataset": "mnist-embedded", "train_size": 64, "val_size": 16, "test_size": 16},
+        model={"family": "ensemble", "filters": 2, "depth": 2},
+        ensemble={"source": "train", "members": 2, "weight_trials": 10},
+        train={"epochs": 1, "batch_size": 32},
+        factors={"ensemble.members": [2]},
+        repeats=1,
+    )
+    assert train_quietly(raw, project).complete == 1
+    report = make_report("tiny-trained-ensemble", project, form="md", out=tmp_path / "md", bootstrap=0)
+    section = report.answer["ensemble"]
+    assert section["source"] == "train" and section["members"] is None  # a factor: each variant has its own
+    (variant,) = section["variants"]
+    trial = optuna.load_study(study_name="tiny-trained-ensemble", storage=project.storage).trials[0]
+    metrics = MlflowClient(project.tracking_uri).get_run(trial.user_attrs["mlflow_run_id"]).data.metrics
+    assert variant["cell"] == "ensemble.members=2" and variant["run_id"] == trial.user_attrs["mlflow_run_id"]
+    assert variant["weights"] == pytest.approx([metrics["weight0"], metrics["weight1"]]) and sum(variant["weights"]) == pytest.approx(1.0)
+    rows = variant["rows"]
+    for key in SCORE_KEYS:
+        assert [r[key] for r in rows if r["kind"] == "member"] == pytest.approx([metrics[f"member0_{key}"], metrics[f"member1_{key}"]])
+        assert next(r for r in rows if r["kind"] == "uniform")[key] == pytest.approx(metrics[f"uniform_{key}"])
+        assert next(r for r in rows if r["kind"] == "best")[key] == pytest.approx(metrics[key])
+    assert "### ensemble.members=2" in report.text
+    assert "| member 1 |" in report.text or "| member 1 (best member) |" in report.text
+
+
 # ---- the page in a real headless Chromium -------------------------------------------------------
 
 
@@ -539,6 +747,7 @@ def load_in_chromium(page: Path, profile: Path, shots: Path, selectors: tuple[st
             "charts": browser.evaluate(session, "document.querySelectorAll('.js-plotly-plot .main-svg').length", until=lambda n: n >= charts),
             "rows": browser.evaluate(session, "document.querySelectorAll('#trials-table tbody tr.trial').length"),
             "image": browser.evaluate(session, "(() => { const i = document.querySelector('img.reconstructions'); return i && i.complete ? i.naturalWidth : 0; })()"),
+            "images": browser.evaluate(session, "Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length"),
         }  # fmt: skip
         pictures = {"page": browser.screenshot(session, shots / "page.png")}
         for selector in selectors:
@@ -587,6 +796,33 @@ def test_multi_objective_page_in_headless_chromium(stored_two_objectives: Any, t
                             ("#chart-importances", "#chart-pareto", "#pareto-table"), charts=2)  # fmt: skip
     assert seen["charts"] >= 2, "the importance and Pareto charts did not render"
     assert seen["rows"] == 40 == len(report.answer["trials"])
+    assert_clean_page(seen, page)
+
+
+@pytest.mark.slow
+@NEEDS_CHROMIUM
+def test_diffusion_page_in_headless_chromium(diffusion_study: Any, tmp_path: Path) -> None:
+    project, name = diffusion_study
+    report = make_report(name, project, form="html", out=tmp_path / "page", bootstrap=0, log=False)
+    page = report.folder / "index.html"
+    seen = load_in_chromium(page, tmp_path / "profile", tmp_path / "screenshots",
+                            ("#chart-curves", "#diffusion", "img.diffusion.chain", "img.diffusion.samples"), charts=2)  # fmt: skip
+    assert seen["charts"] >= 2, "the effects and curves charts did not render"
+    assert seen["images"] == 4, "each variant's chain and samples did not all load"
+    assert seen["rows"] == 2
+    assert_clean_page(seen, page)
+
+
+@pytest.mark.slow
+@NEEDS_CHROMIUM
+def test_ensemble_page_in_headless_chromium(weight_study: Any, tmp_path: Path) -> None:
+    project, name, _ = weight_study
+    report = make_report(name, project, form="html", out=tmp_path / "page", bootstrap=2, log=False)
+    page = report.folder / "index.html"
+    seen = load_in_chromium(page, tmp_path / "profile", tmp_path / "screenshots",
+                            ("#chart-ensemble", "table.ensemble"), charts=2)  # fmt: skip
+    assert seen["charts"] >= 2, "the ensemble and importance charts did not render"
+    assert seen["rows"] == 20 == len(report.answer["trials"])
     assert_clean_page(seen, page)
 
 
