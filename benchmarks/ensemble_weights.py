@@ -153,7 +153,8 @@ def main() -> None:
     parser.add_argument("--val-images", type=int, default=1000)
     parser.add_argument("--samplers", default="cmaes,tpe,random")
     parser.add_argument("--postgres", help="a PostgreSQL server URL; a fresh database is created on it")
-    parser.add_argument("--no-plain", action="store_true", help="skip plain Optuna ask/tell on the persistent storages (slow)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of ablate's path per row (the median is shown)")
+    parser.add_argument("--no-plain", action="store_true", help="skip plain Optuna ask/tell on the persistent storages (slow; one run)")
     args = parser.parse_args()
 
     import optuna
@@ -183,9 +184,10 @@ def main() -> None:
     try:
         for sampler in args.samplers.split(","):
             for label, storage in storages.items():
-                measured = ablate_path(scorer, storage, args.trials, sampler)
-                results[f"ablate/{sampler}/{label}"] = measured
-                rows.append(_row("ablate (memory + bulk copy)", sampler, label, measured))
+                runs = [ablate_path(scorer, storage, args.trials, sampler) for _ in range(args.repeats)]
+                measured = {key: float(np.median([r[key] for r in runs])) for key in runs[0]}
+                results[f"ablate/{sampler}/{label}"] = {"median": measured, "runs": runs}
+                rows.append(_row(f"ablate (memory + bulk copy), median of {args.repeats}", sampler, label, measured))
                 print(rows[-1], flush=True)
             if args.no_plain:
                 continue
@@ -194,13 +196,13 @@ def main() -> None:
                     continue
                 measured = plain_optuna(scorer, storage, args.trials, sampler)
                 results[f"plain/{sampler}/{label}"] = measured
-                rows.append(_row("plain Optuna ask/tell on the storage", sampler, label, measured))
+                rows.append(_row("plain Optuna ask/tell on the storage (one run)", sampler, label, measured))
                 print(rows[-1], flush=True)
         for label, storage in storages.items():
             if storage is not None:
                 seconds = optuna_add_trials(scorer, storage, args.trials)
                 results["copy_add_trials_s"][label] = seconds
-                rows.append(["Optuna add_trials (copy only)", "-", label, "", "", "", "", seconds, seconds])
+                rows.append(["Optuna add_trials (copy only, one run)", "-", label, "", "", "", "", seconds, seconds])
     finally:
         if database:
             from storage_overhead import _drop_database

@@ -27,7 +27,7 @@ import numpy as np
 
 from ablate.errors import AblateError
 from ablate.models.ensemble import simplex_coordinates, simplex_weights
-from ablate.study import CELL_ATTR, SEED_ATTR
+from ablate.study import CELL_ATTR
 
 if TYPE_CHECKING:
     import optuna

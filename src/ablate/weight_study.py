@@ -27,7 +27,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -110,112 +110,130 @@ def run_weight_study(loaded: LoadedSpec, project: Project, *, progress: StudyPro
     with study_lock(project, spec.name):
         storage = open_storage(project.storage, heartbeat=None, grace=None)
         tracker = Tracker(project.tracking_uri, artifact_root=project.artifact_root)
+        # Everything about the source is checked before the weight study is created.
         source, source_spec = load_source(spec, storage, where=_where(loaded), url=project.storage)
         members = choose_members(source, source_spec, spec.ensemble.members, tracker.client, where=_where(loaded))
         data, loss = members_data(spec, members, source.study_name, where=_where(loaded))
         study, experiment_id, parent_run_id = prepare_study(loaded, project, storage, tracker)
         _check_same_members(study, spec, [m.run_id for m in members])
+        run = WeightRun(spec, study, tracker, experiment_id, parent_run_id, progress, source.study_name, source_spec.primary.metric)
         previous = [t for t in study.get_trials(deepcopy=True) if t.state == TrialState.COMPLETE]
         if len(previous) >= spec.search.trials:
             progress.start_study(spec.name, spec.search.trials, len(previous))
-            return _finish(study, spec, project, tracker, experiment_id, parent_run_id, ran=0)
-        nested: list[Any] = []
+            return _finish(run, project, ran=0)
         try:
-            ran = _search_and_log(
-                spec, study, previous, members, data, loss, (source.study_name, source_spec.primary.metric), tracker,
-                experiment_id, parent_run_id, progress, nested,
-            )  # fmt: skip
+            ran = _run(run, previous, members, data, loss)
         except BaseException as error:
-            for run in nested:
-                run.finish("failed" if isinstance(error, Exception) else "interrupted", error=error)
+            for nested in run.nested:
+                nested.finish("failed" if isinstance(error, Exception) else "interrupted", error=error)
             summary, _ = study_summary(spec, study.get_trials(deepcopy=False))
             tracker.end_parent(parent_run_id, status="FAILED" if isinstance(error, Exception) else "KILLED", summary=summary)
             raise
-        for run in nested:
-            run.finish("complete")
-        return _finish(study, spec, project, tracker, experiment_id, parent_run_id, ran=ran)
+        for nested in run.nested:
+            nested.finish("complete")
+        return _finish(run, project, ran=ran)
 
 
-def _search_and_log(
-    spec: StudySpec,
-    study: optuna.Study,
-    previous: list[FrozenTrial],
-    members: list[SourceMember],
-    data: DataConfig,
-    loss: str,
-    source: tuple[str, str],
-    tracker: Any,
-    experiment_id: str,
-    parent_run_id: str,
-    progress: StudyProgress,
-    nested: list[Any],
-) -> int:
-    """Load the members, search, log to MLflow, then copy the new trials into `study`; how many ran."""
-    from mlflow.entities import Metric
+@dataclass
+class WeightRun:
+    """One run of a weight study: where it is stored and logged, and the nested runs it opened.
 
+    The nested runs end only after the trials are in the study, so a run that fails midway
+    leaves its MLflow runs FAILED (or KILLED), never FINISHED beside an empty study.
+    """
+
+    spec: StudySpec
+    study: optuna.Study
+    tracker: Any
+    experiment_id: str
+    parent_run_id: str
+    progress: StudyProgress
+    source: str
+    source_metric: str
+    nested: list[Any] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _run(run: WeightRun, previous: list[FrozenTrial], members: list[SourceMember], data: DataConfig, loss: str) -> int:
+    """Predict, search, log to MLflow, then write the new trials into the study; how many ran."""
     from ablate.data import load_splits
 
-    source_name, source_metric = source
     splits = load_splits(data)
-    x_test_noisy = test_inputs(splits.x_test, data)
     started = time.perf_counter()
-    models = [load_member(tracker.client, m.run_id) for m in members]
+    models = [load_member(run.tracker.client, m.run_id) for m in members]
     val = Scorer(np.stack([predict(m, splits.x_val_noisy) for m in models]), splits.x_val, loss)
-    test = Scorer(np.stack([predict(m, x_test_noisy) for m in models]), splits.x_test, loss)
-    progress.console.print(
-        f"  {len(members)} members of study {source_name} loaded; they predicted {len(splits.x_val)} validation and "
-        f"{len(splits.x_test)} test images in {time.perf_counter() - started:.1f}s"
+    test = Scorer(np.stack([predict(m, test_inputs(splits.x_test, data)) for m in models]), splits.x_test, loss)
+    run.seconds["weight_predict_seconds"] = time.perf_counter() - started
+    run.progress.console.print(
+        f"  {len(members)} members of study {run.source} loaded; they predicted {len(splits.x_val)} validation and "
+        f"{len(splits.x_test)} test images in {run.seconds['weight_predict_seconds']:.1f}s"
     )
-
-    trials = spec.search.trials
-    progress.start_study(spec.name, trials, len(previous))
-    progress.start_trial("weight trials", 1, trials)
     times = SearchTimes()
+    memory, series = _search(run, val, previous, times)
+    outcome = summarize(
+        memory, val, test, labels=[m.label for m in members],
+        sources=[m.record(run.source, run.source_metric) for m in members],
+        sampler=run.spec.search.sampler, metric=run.spec.primary.metric, times=times,
+        data={**_data_record(data, len(splits.x_val), len(splits.x_test)), "source_study": run.source},
+    )  # fmt: skip
+    run.progress.epoch(1, {"val_loss": outcome.best[0].loss})
+    started = time.perf_counter()
+    run_ids = _log_runs(run, outcome, members, models, splits, series, memory)
+    run.seconds["weight_mlflow_seconds"] = time.perf_counter() - started
+    ran = _store(run, memory, len(previous), run_ids, outcome.best_trial, [m.run_id for m in members])
+    run.progress.end_trial("weight trials", _summary_line(run, outcome, ran))
+    return ran
+
+
+def _search(
+    run: WeightRun, val: Scorer, previous: list[FrozenTrial], times: SearchTimes
+) -> tuple[optuna.Study, list[tuple[int, float]]]:
+    """The in-memory search, with the progress bar; the study and each new trial's value."""
+    trials = run.spec.search.trials
+    run.progress.start_study(run.spec.name, trials, len(previous))
+    run.progress.start_trial("weight trials", 1, trials)
     series: list[tuple[int, float]] = []
 
     def on_trial(number: int, value: float) -> None:
         series.append((number, value))
         if number % 25 == 0 or number == trials - 1:
-            progress.batch(1, number + 1)
+            run.progress.batch(1, number + 1)
 
     memory = search_weights(
-        val, trials=trials, sampler=spec.search.sampler, seed=spec.seed + len(previous), metric=spec.primary.metric,
-        previous=previous, on_trial=on_trial, times=times,
+        val, trials=trials, sampler=run.spec.search.sampler, seed=run.spec.seed + len(previous),
+        metric=run.spec.primary.metric, previous=previous, on_trial=on_trial, times=times,
     )  # fmt: skip
-    outcome = summarize(
-        memory, val, test, labels=[m.label for m in members],
-        sources=[m.record(source_name, source_metric) for m in members],
-        sampler=spec.search.sampler, metric=spec.primary.metric, times=times,
-        data={**_data_record(data, len(splits.x_val), len(splits.x_test)), "source_study": source_name},
-    )  # fmt: skip
-    progress.epoch(1, {"val_loss": outcome.best[0].loss})
-    started = time.perf_counter()
-    run_ids = _log_runs(
-        outcome, members, models, splits, spec, tracker, experiment_id, parent_run_id, series, memory, nested
-    )
-    logged = time.perf_counter() - started
-    new = [t for t in memory.get_trials(deepcopy=True) if t.number >= len(previous)]
+    return memory, series
+
+
+def _store(run: WeightRun, memory: optuna.Study, first: int, run_ids: dict[str, str], best: int, members: list[str]) -> int:
+    """Write the trials numbered `first` and later into the persistent study, in one transaction."""
+    from mlflow.entities import Metric
+
+    new = [t for t in memory.get_trials(deepcopy=True) if t.number >= first]
     for trial in new:
-        _link(trial, run_ids, outcome.best_trial)
-        trial.user_attrs = {**trial.user_attrs, SEED_ATTR: spec.seed}
+        _link(trial, run_ids, best)
+        trial.user_attrs = {**trial.user_attrs, SEED_ATTR: run.spec.seed}
     started = time.perf_counter()
-    bulk_add_trials(study, new)
-    study.set_user_attr(MEMBERS_ATTR, [m.run_id for m in members])
-    copied = time.perf_counter() - started
-    tracker.client.log_batch(parent_run_id, metrics=[
-        Metric("weight_copy_seconds", copied, int(time.time() * 1000), 0),
-        Metric("weight_mlflow_seconds", logged, int(time.time() * 1000), 0),
-    ])  # fmt: skip
-    value = outcome.best[0].loss if spec.primary.metric == "val_loss" else outcome.best[0].mse
-    progress.end_trial(
-        "weight trials",
-        f"best {spec.primary.metric}={value:.4g} (trial {outcome.best_trial}); test_loss ensemble "
-        f"{outcome.best[1].loss:.4g}, uniform {outcome.uniform[1].loss:.4g}, best member {outcome.best_member.test.loss:.4g}; "
-        f"{len(new)} trials searched in {times.sampler + times.scoring:.1f}s (sampler {times.as_metrics()['weight_sampler_ms_per_trial']:.1f} "
-        f"ms/trial, scoring {times.as_metrics()['weight_scoring_ms_per_trial']:.1f} ms/trial), MLflow {logged:.1f}s, "
-        f"written to the study in {copied:.1f}s",
-    )
+    bulk_add_trials(run.study, new)
+    run.study.set_user_attr(MEMBERS_ATTR, members)
+    run.seconds["weight_copy_seconds"] = time.perf_counter() - started
+    now = int(time.time() * 1000)
+    run.tracker.client.log_batch(run.parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in run.seconds.items()])
     return len(new)
+
+
+def _summary_line(run: WeightRun, outcome: Outcome, ran: int) -> str:
+    metric = run.spec.primary.metric
+    value = outcome.best[0].loss if metric == "val_loss" else outcome.best[0].mse
+    per = outcome.times.as_metrics()
+    return (
+        f"best {metric}={value:.4g} (trial {outcome.best_trial}); test_loss ensemble {outcome.best[1].loss:.4g}, "
+        f"uniform {outcome.uniform[1].loss:.4g}, best member {outcome.best_member.test.loss:.4g}; {ran} trials searched in "
+        f"{per['weight_search_seconds']:.1f}s (sampler {per['weight_sampler_ms_per_trial']:.1f} ms/trial, scoring "
+        f"{per['weight_scoring_ms_per_trial']:.1f} ms/trial), MLflow {run.seconds['weight_mlflow_seconds']:.1f}s, "
+        f"written to the study in {run.seconds['weight_copy_seconds']:.1f}s"
+    )
 
 
 def _link(trial: FrozenTrial, run_ids: dict[str, str], best: int) -> None:
@@ -328,59 +346,67 @@ def load_member(client: Any, run_id: str) -> Any:
 
 
 def _log_runs(
+    run: WeightRun,
     outcome: Outcome,
     members: list[SourceMember],
     models: list[Any],
     splits: Any,
-    spec: StudySpec,
-    tracker: Any,
-    experiment_id: str,
-    parent_run_id: str,
     series: list[tuple[int, float]],
     memory: optuna.Study,
-    nested: list[Any],
 ) -> dict[str, str]:
-    """MLflow: the parent's series and files, a run per member, the uniform run and the best run."""
+    """MLflow: the parent's series and files, then the nested runs; their run ids by cell (and `best`)."""
+    _log_parent(run, outcome, series, memory)
+    return _log_nested(run, outcome, members, models, splits)
+
+
+def _log_parent(run: WeightRun, outcome: Outcome, series: list[tuple[int, float]], memory: optuna.Study) -> None:
+    """Per-trial values as one metric series (no run per trial), the summary, trials.csv and weights.json."""
     from mlflow.entities import Metric
 
-    from ablate.tracking import TrialRun
+    from ablate.tracking import TrialRun, retry_tracking
 
-    client = tracker.client
-    parent = TrialRun(client, parent_run_id)
+    spec, client = run.spec, run.tracker.client
     now = int(time.time() * 1000)
-    metric = spec.primary.metric
-    points = [Metric(metric, float(v), now, n) for n, v in series if math.isfinite(v)]
+    points = [Metric(spec.primary.metric, float(v), now, n) for n, v in series if math.isfinite(v)]
     for start in range(0, len(points), 1000):
-        client.log_batch(parent_run_id, metrics=points[start : start + 1000])
-    summary = outcome.metrics()
-    parent.log_metrics(0, {(f"ensemble_{k}" if k in ("val_loss", "val_mse", "test_loss", "test_mse") else k): v for k, v in summary.items()})
-    parent.log_params({"ensemble.study": spec.ensemble.study, "ensemble.members": spec.ensemble.members,
-                       "search.sampler": spec.search.sampler, "search.trials": spec.search.trials,
-                       "train.loss": outcome.loss, **{f"data.{k}": v for k, v in outcome.data.items() if k != "source_study"}})  # fmt: skip
+        batch = points[start : start + 1000]
+        retry_tracking(lambda b=batch: client.log_batch(run.parent_run_id, metrics=b), what="log the trials' values")
+    parent = TrialRun(client, run.parent_run_id)
+    renamed = {"val_loss", "val_mse", "test_loss", "test_mse"}  # the parent's val_loss is the per-trial series
+    parent.log_metrics(0, {(f"ensemble_{k}" if k in renamed else k): v for k, v in outcome.metrics().items()})
+    parent.log_params({
+        "ensemble.study": spec.ensemble.study, "ensemble.members": spec.ensemble.members,
+        "search.sampler": spec.search.sampler, "search.trials": spec.search.trials, "train.loss": outcome.loss,
+        **{f"data.{k}": v for k, v in outcome.data.items() if k != "source_study"},
+    })  # fmt: skip
     parent.log_text(trials_csv(memory.get_trials(deepcopy=False)), "ensemble/trials.csv")
     parent.log_text(outcome.to_json(), "ensemble/weights.json")
 
-    run_ids: dict[str, str] = {}
+
+def _log_nested(run: WeightRun, outcome: Outcome, members: list[SourceMember], models: list[Any], splits: Any) -> dict[str, str]:
+    """A run per member (linked to its source run), the uniform average's, and the best weights' with the model."""
+    tracker, spec = run.tracker, run.spec
     base = {"ablate.study": spec.name, "ablate.role": "ensemble"}
+
+    def start(name: str, role: str, **tags: Any) -> Any:
+        nested = tracker.start_trial(run.experiment_id, run.parent_run_id, name, {**base, ROLE_TAG: role, **tags})
+        run.nested.append(nested)
+        return nested
+
+    run_ids: dict[str, str] = {}
     for member, scored in zip(members, outcome.members):
-        run = tracker.start_trial(experiment_id, parent_run_id, f"member{scored.index} {member.label}",
-                                  {**base, ROLE_TAG: "member", "ablate.source_run_id": member.run_id,
-                                   "ablate.source_study": scored.source.get("source_study", "")})  # fmt: skip
-        nested.append(run)
-        run.log_params({f"ensemble.{k}": v for k, v in scored.source.items()})
-        run.log_metrics(0, {**scored.val.named("val"), **scored.test.named("test")})
-        run_ids[only_member(scored.index)] = run.run_id
-    uniform = tracker.start_trial(experiment_id, parent_run_id, "uniform average", {**base, ROLE_TAG: "uniform"})
-    nested.append(uniform)
+        nested = start(f"member{scored.index} {member.label}", "member",
+                       **{"ablate.source_run_id": member.run_id, "ablate.source_study": run.source})  # fmt: skip
+        nested.log_params({f"ensemble.{k}": v for k, v in scored.source.items()})
+        nested.log_metrics(0, {**scored.val.named("val"), **scored.test.named("test")})
+        run_ids[only_member(scored.index)] = nested.run_id
+    uniform = start("uniform average", "uniform")
     uniform.log_params({f"ensemble.weight{i}": 1.0 / len(members) for i in range(len(members))})
     uniform.log_metrics(0, {**outcome.uniform[0].named("val"), **outcome.uniform[1].named("test")})
     run_ids[UNIFORM] = uniform.run_id
-
-    best = tracker.start_trial(experiment_id, parent_run_id, f"best weights (trial {outcome.best_trial})",
-                               {**base, ROLE_TAG: "best", "ablate.trial": outcome.best_trial})  # fmt: skip
-    nested.append(best)
+    best = start(f"best weights (trial {outcome.best_trial})", "best", **{"ablate.trial": outcome.best_trial})
     best.log_params({f"ensemble.weight{i}": w for i, w in enumerate(outcome.best_weights)})
-    best.log_metrics(0, summary)
+    best.log_metrics(0, outcome.metrics())
     best.log_text(outcome.to_json(), "ensemble/weights.json")
     log_ensemble_model(best, models, outcome, splits, spec)
     run_ids["best"] = best.run_id
@@ -435,15 +461,18 @@ def _insert_trials(storage: Any, models: Any, study_id: int, trials: list[Frozen
     with _create_scoped_session(storage.scoped_session) as session:
         models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
         start = session.query(sa.func.count(models.TrialModel.trial_id)).filter(models.TrialModel.study_id == study_id).scalar()
-        ids = []
-        for offset, trial in enumerate(trials):
-            result = session.execute(
-                sa.insert(models.TrialModel.__table__).values(
-                    number=start + offset, study_id=study_id, state=trial.state,
-                    datetime_start=trial.datetime_start, datetime_complete=trial.datetime_complete,
-                )  # fmt: skip
-            )
-            ids.append(result.inserted_primary_key[0])
+        table = models.TrialModel.__table__
+        session.execute(sa.insert(table), [
+            {"number": start + offset, "study_id": study_id, "state": trial.state,
+             "datetime_start": trial.datetime_start, "datetime_complete": trial.datetime_complete}
+            for offset, trial in enumerate(trials)
+        ])  # fmt: skip
+        # The new rows' ids by number (one query, not a round trip per row: PostgreSQL is remote).
+        numbered = session.execute(
+            sa.select(table.c.number, table.c.trial_id).where(table.c.study_id == study_id, table.c.number >= start)
+        )
+        by_number = dict(numbered.all())
+        ids = [by_number[start + offset] for offset in range(len(trials))]
         values, params, user, system, steps = [], [], [], [], []
         for trial_id, trial in zip(ids, trials):
             for objective, value in enumerate(trial.values or []):
@@ -475,17 +504,15 @@ def _check_same_members(study: optuna.Study, spec: StudySpec, run_ids: list[str]
         )
 
 
-def _finish(
-    study: optuna.Study, spec: StudySpec, project: Project, tracker: Any, experiment_id: str, parent_run_id: str,
-    *, ran: int,
-) -> StudyOutcome:  # fmt: skip
-    trials = study.get_trials(deepcopy=False)
-    summary, status = study_summary(spec, trials)
-    tracker.end_parent(parent_run_id, status=status, summary=summary)
-    counts = tally(spec, trials)
+def _finish(run: WeightRun, project: Project, *, ran: int) -> StudyOutcome:
+    """End the parent run with the study's summary; the outcome `ablate run` prints."""
+    trials = run.study.get_trials(deepcopy=False)
+    summary, status = study_summary(run.spec, trials)
+    run.tracker.end_parent(run.parent_run_id, status=status, summary=summary)
+    counts = tally(run.spec, trials)
     return StudyOutcome(
-        name=spec.name, storage=redact(project.storage), tracking_uri=redact(project.tracking_uri),
-        experiment_id=experiment_id, parent_run_id=parent_run_id, total=counts.total, complete=counts.complete,
+        name=run.spec.name, storage=redact(project.storage), tracking_uri=redact(project.tracking_uri),
+        experiment_id=run.experiment_id, parent_run_id=run.parent_run_id, total=counts.total, complete=counts.complete,
         failed=counts.failed, pruned=counts.pruned, ran=ran,
     )  # fmt: skip
 
