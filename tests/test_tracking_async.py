@@ -69,6 +69,17 @@ def tracker_tmp(tracker: Tracker) -> Path:
     return path
 
 
+def test_a_file_may_be_deleted_as_soon_as_it_is_logged(tracker: Tracker, parent, tmp_path: Path) -> None:
+    run = start(tracker, parent, "file")
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"weights" * 1000)
+    run.log_file(str(path), "model")
+    path.unlink()  # as a TemporaryDirectory does right after
+    run.finish("complete")
+    stored = Path(tracker.client.download_artifacts(run.run_id, "model/model.keras", str(tracker_tmp(tracker))))
+    assert stored.read_bytes() == b"weights" * 1000
+
+
 def test_metrics_queued_meanwhile_go_out_in_one_batch(tracker: Tracker, parent) -> None:
     run = start(tracker, parent, "batched")
     calls: list[int] = []

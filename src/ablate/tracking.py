@@ -18,7 +18,9 @@ import logging
 import os
 import queue
 import re
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 import traceback
@@ -93,10 +95,25 @@ class TrialRun:
     def log_file(self, local_path: str, artifact_path: str | None = None) -> None:
         """A file as an artifact (e.g. the trained model's `.keras` file under `model/`).
 
-        Written now, not queued: the caller may delete the file as soon as this returns.
+        The caller may delete the file as soon as this returns: when deferred, what is queued is a
+        private copy (a hard link where the file system allows), removed once it is written.
         """
-        self.flush()
-        retry_tracking(lambda: self.client.log_artifact(self.run_id, local_path, artifact_path), what=local_path)
+        if self._writer is None:
+            retry_tracking(lambda: self.client.log_artifact(self.run_id, local_path, artifact_path), what=local_path)
+            return
+        folder = tempfile.mkdtemp(prefix="ablate-artifact-")
+        copy = os.path.join(folder, os.path.basename(local_path))
+        try:
+            os.link(local_path, copy)
+        except OSError:
+            shutil.copy2(local_path, copy)
+        self._writer.put(
+            _Call(
+                lambda: self.client.log_artifact(self.run_id, copy, artifact_path),
+                local_path,
+                cleanup=lambda: shutil.rmtree(folder, ignore_errors=True),
+            )
+        )
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         """Tags, values cut to MLflow's limit."""
@@ -194,10 +211,11 @@ class _Batch:
 
 @dataclass
 class _Call:
-    """Any other write (an artifact), run as it is."""
+    """Any other write (an artifact), run as it is; `cleanup` runs after it, written or not."""
 
     call: Callable[[], Any]
     what: str
+    cleanup: Callable[[], None] | None = None
 
 
 @dataclass
@@ -273,7 +291,11 @@ class _Writer:
                 for part in batch.parts():
                     self._write(lambda p=part: part_call(self._client, self._run_id, p), "log metrics, params and tags")
                 for call in calls:
-                    self._write(call.call, call.what)
+                    try:
+                        self._write(call.call, call.what)
+                    finally:
+                        if call.cleanup is not None:
+                            call.cleanup()
             except BaseException as error:  # noqa: BLE001 - a bug here must not stop the thread silently
                 self._keep(error)
             finally:
