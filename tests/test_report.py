@@ -680,10 +680,16 @@ def test_weight_study_report_shows_the_weights_and_every_score(weight_study: Any
     assert answer["best"]["weights"] == pytest.approx(study.best_trial.user_attrs["ablate.weights"])
     assert answer["best"]["study_file"] is None and answer["best"]["cell"] == study.best_trial.user_attrs["ablate.cell"]
 
-    # A weight study trains nothing: no curves, and no best.yaml to retrain.
+    # A weight study trains nothing: no curves, and no best.yaml to retrain; its params are simplex
+    # coordinates, not settings, so no importances either.
     assert answer["curves"] == {} and "trains nothing" in answer["curves_absent"]
+    assert answer["importances"]["computed"] is False and "simplex coordinates" in answer["importances"]["reason"]
     names = {p.name for p in report.folder.iterdir()}
-    assert {"index.html", "ensemble.png", "report.md", "report.json"} <= names and "best.yaml" not in names
+    assert {"index.html", "ensemble.png", "reconstructions.png", "report.md", "report.json"} <= names and "best.yaml" not in names
+    # The best run's final.png has four rows (clean, noisy, best member, ensemble): cut as four.
+    final = Path(client.download_artifacts(best.info.run_id, "reconstructions/final.png", str(tmp_path / "final")))
+    rows_of_final = split_rows(pixels(final), 4)
+    assert [r.shape[0] for r in rows_of_final] == [56] * 4 and all(r.std() > 5 for r in rows_of_final)
     assert_not_blank(pixels(report.folder / "ensemble.png"), "ensemble.png")
     page = (report.folder / "index.html").read_text()
     assert 'id="chart-ensemble"' in page and page.count('<tr class="ensemble-row ') == len(variant["rows"]) == 3 + 3
@@ -820,8 +826,9 @@ def test_ensemble_page_in_headless_chromium(weight_study: Any, tmp_path: Path) -
     report = make_report(name, project, form="html", out=tmp_path / "page", bootstrap=2, log=False)
     page = report.folder / "index.html"
     seen = load_in_chromium(page, tmp_path / "profile", tmp_path / "screenshots",
-                            ("#chart-ensemble", "table.ensemble"), charts=2)  # fmt: skip
-    assert seen["charts"] >= 2, "the ensemble and importance charts did not render"
+                            ("#chart-ensemble", "table.ensemble", "img.reconstructions"), charts=1)  # fmt: skip
+    assert seen["charts"] >= 1, "the ensemble chart did not render"
+    assert seen["image"] > 0, "the best member and ensemble reconstructions did not load"
     assert seen["rows"] == 20 == len(report.answer["trials"])
     assert_clean_page(seen, page)
 

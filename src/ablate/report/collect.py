@@ -173,8 +173,10 @@ def download_final_images(
 
 def list_run_artifacts(project: Project, run_ids: list[str], folder: str) -> dict[str, list[str]]:
     """Run id -> the artifact paths under `folder` of that run (empty when it has none or is gone)."""
-    client = mlflow_client(project)
     listed: dict[str, list[str]] = {}
+    if not run_ids:
+        return listed  # no run to read: do not open (or create) the store
+    client = mlflow_client(project)
     for run_id in dict.fromkeys(run_ids):
         try:
             listed[run_id] = sorted(a.path for a in client.list_artifacts(run_id, folder) if not a.is_dir)

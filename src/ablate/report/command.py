@@ -93,7 +93,7 @@ def make_report(
     if form not in FORMATS:
         raise ValueError(f"Received an invalid value for `form`, expected one of {FORMATS}. Received: form={form!r}")
     from ablate.report.answer import build_answer, resolve_baselines
-    from ablate.report.collect import collect, read_curves
+    from ablate.report.collect import collect, read_curves, weight_study
     from ablate.report.importance import importances
     from ablate.report.pareto import pareto_front
 
@@ -102,10 +102,18 @@ def make_report(
     if form != "md":  # md does not draw the curves: it skips reading them from MLflow
         read_curves(data, project)
     trials = data.study.get_trials(deepcopy=False)
+    if weight_study(data.spec):
+        # Its params are the simplex coordinates of the weights (ensemble.u0 ..), each weight a
+        # function of all of them: their importances would say little, and fANOVA over a weight
+        # study's 1,000 trials and resamples takes minutes. The ensemble section gives the weights.
+        importance = {"computed": False, "reason": "a weight study searches simplex coordinates of the ensemble weights, "
+                      "not settings; the ensemble section gives the weights and what they score"}  # fmt: skip
+    else:
+        importance = importances(trials, data.objectives, resamples=bootstrap)
     answer = build_answer(
         data,
         ui_url=ui_url,
-        importances=importances(trials, data.objectives, resamples=bootstrap),
+        importances=importance,
         baselines=chosen,
         pareto=pareto_front(data.study, data.objectives),
     )
