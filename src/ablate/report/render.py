@@ -237,6 +237,10 @@ def ensemble_markdown(section: dict[str, Any]) -> list[str]:
 
 def effects_absent(answer: dict[str, Any]) -> str:
     """Why a search design has no effects table."""
+    if (answer.get("ensemble") or {}).get("source") == "study":
+        return ("A weight study's trials are weight vectors over fixed members, not levels of factors, so there are no "
+                "paired per-level effects: the ensemble section is its answer (the searched weights against the uniform "
+                "average and the best single member, on the test split).")
     return (
         f"A {answer['design']['kind']} design samples its configurations instead of enumerating levels, so there are no "
         "paired per-level effects: the importances below say which factors matter, and the best trial"
