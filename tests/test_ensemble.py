@@ -23,7 +23,7 @@ from ablate.models import build_unet
 from ablate.models.ensemble import build_ensemble, simplex_weights
 from ablate.progress import StudyProgress
 from ablate.spec import SpecError, load_spec, spec_from_dict
-from ablate.study import run_study
+from ablate.study import StudyConflictError, run_study
 
 from conftest import REPO, tiny_study
 
@@ -288,6 +288,10 @@ def test_weight_study_end_to_end(members_project, tmp_path) -> None:
     again = run(weight_spec(), project)
     assert (again.ran, again.complete) == (0, 30)
     assert len(optuna.load_study(study_name="weights", storage=project.storage).trials) == 30
+    # Over other members (the source's best trials changed), its trials would not compare: refused.
+    study.set_user_attr("ablate.ensemble.members", ["another-run"])
+    with pytest.raises(StudyConflictError, match="other members"):
+        run(weight_spec(), project)
 
 
 @pytest.mark.slow
