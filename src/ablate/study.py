@@ -413,5 +413,7 @@ def _backend() -> str:
 
 
 def _quiet_libraries() -> None:
-    for name in ("alembic", "mlflow", "absl", "tensorflow"):
+    for name in ("alembic", "mlflow", "absl"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Every trial builds a new model, so tf.function "retracing" warnings are expected noise.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
