@@ -42,6 +42,7 @@ from ablate.home import HOME_ENV, STORAGE_ENV, TRACKING_ENV, Project
 
 RECYCLE_AFTER = 25  # trials per worker process (default of --recycle-after)
 RECYCLE_EXIT = 75  # a recycled child stopped at its trial limit and work remains: start the next one
+WORKER_INDEX_ENV = "ABLATE_WORKER_INDEX"  # seeds the worker's sampler (ablate.sampling.sampler_for)
 WORKER_ID_ENV = "ABLATE_WORKER_ID"  # how a recycled child names its worker: the parent's host:pid
 MARKS_ENV = "ABLATE_TRIAL_MARKS"  # set for children: mark each finished trial with a TRIAL_END_MARK line
 TRIAL_END_MARK = "\x1eablate:trial-ended\t"  # then the trial's label, a tab, its outcome (rich markup)
@@ -126,7 +127,10 @@ def run_workers(
         # One plain local worker needs no label; several (or a GPU) are told apart by theirs.
         prefix = "" if workers == 1 and gpu is None else f"[w{index + 1}{'' if gpu is None else f' gpu {gpu}'}] "
         argv = [sys.executable, "-m", "ablate", "worker", "--study", name]
-        slots.append(Slot(argv, worker_env(project, gpu), prefix=prefix, recycle_after=recycle_after))
+        # The worker's index seeds its sampler (ablate.sampling.sampler_for): worker 0 of a local run
+        # searches reproducibly, and workers of one run never draw the same random sequence.
+        env = {**worker_env(project, gpu), WORKER_INDEX_ENV: str(index)}
+        slots.append(Slot(argv, env, prefix=prefix, recycle_after=recycle_after))
     codes = supervise(slots, console, on_trial_end=on_trial_end)
     bad = [(i + 1, code) for i, code in enumerate(codes) if code != 0]
     if bad:

@@ -15,9 +15,9 @@ from typing import Any
 import optuna
 
 from ablate.errors import AblateError
+from ablate.launch import WORKER_INDEX_ENV
 from ablate.spec import Level, StudySpec
 
-WORKER_INDEX_ENV = "ABLATE_WORKER_INDEX"
 
 
 class SamplerUnavailableError(AblateError):
