@@ -89,7 +89,10 @@ def test_ctrl_c_interrupts_the_child_once_and_the_next_run_retries(write_study, 
     raw["train"]["epochs"] = 10  # long enough to be interrupted mid-way, short enough to rerun
     path = write_study(raw)
     command = [ABLATE, "run", str(path), "--home", str(project.home), "--recycle-after", "5"]
-    parent = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    parent = subprocess.Popen(
+        command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=_interruptible,
+    )  # fmt: skip
     try:
         running = wait_for(lambda: running_trial(project, "interrupted", parent), "a trial past its first epoch")
         child = int(running.user_attrs["ablate.worker"].rsplit(":", 1)[1])
@@ -132,6 +135,15 @@ def test_the_child_dies_with_a_killed_parent(write_study, project) -> None:
         parent.wait(timeout=30)
     child = int(running.user_attrs["ablate.worker"].rsplit(":", 1)[1])
     wait_for(lambda: not alive(child), "the child to die with its parent")
+
+
+def _interruptible() -> None:
+    """Give `ablate run` a terminal's Ctrl-C even when this test runs as a background job.
+
+    A shell starts background jobs with SIGINT ignored, a disposition that survives exec; Python
+    then never turns SIGINT into KeyboardInterrupt, and the interrupt under test would be lost.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def running_trial(project, name: str, process: subprocess.Popen) -> optuna.trial.FrozenTrial | None:
