@@ -302,10 +302,25 @@ def _pop_all(storage: str, name: str, queue: Any) -> None:
     queue.put(popped)
 
 
-def test_concurrent_pops_take_each_enqueued_trial_once_and_create_none() -> None:
-    with database("pop") as storage:
-        study = optuna.create_study(study_name="pop", storage=storage)
-        for i in range(60):
+@contextmanager
+def sqlite_file(label: str) -> Iterator[str]:
+    """A new SQLite storage file, as local workers share (`ablate run --workers N`)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=f"ablate-{label}-") as folder:
+        yield f"sqlite:///{folder}/optuna.db"
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_concurrent_pops_take_each_enqueued_trial_once_and_create_none(backend: str) -> None:
+    # 200 trials: before the storage began SQLite transactions with BEGIN IMMEDIATE, 4 processes
+    # popped ~20 of 200 twice on SQLite (its driver read the state outside the transaction).
+    count = 200
+    with (database("pop") if backend == "postgresql" else sqlite_file("pop")) as storage:
+        from ablate.storage import open_storage
+
+        study = optuna.create_study(study_name="pop", storage=open_storage(storage, heartbeat=5, grace=30))
+        for i in range(count):
             study.enqueue_trial({"x": i}, user_attrs={"ablate.cell": f"x={i}", "ablate.seed": 0})
         queue: Any = multiprocessing.get_context("spawn").Queue()
         procs = [multiprocessing.get_context("spawn").Process(target=_pop_all, args=(storage, "pop", queue)) for _ in range(4)]
@@ -315,10 +330,10 @@ def test_concurrent_pops_take_each_enqueued_trial_once_and_create_none() -> None
         for p in procs:
             p.join(timeout=30)
         taken = [n for popped in results for n in popped]
-        assert sorted(taken) == list(range(60))  # every trial once, none twice
+        assert sorted(taken) == list(range(count))  # every trial once, none twice
         assert sum(1 for popped in results if popped) >= 2  # they really raced
         trials = load(storage, "pop").trials
-        assert len(trials) == 60  # popping past the last waiting trial created nothing
+        assert len(trials) == count  # popping past the last waiting trial created nothing
         assert {t.state for t in trials} == {TrialState.RUNNING}
 
 
