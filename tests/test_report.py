@@ -33,6 +33,7 @@ from ablate.progress import StudyProgress
 from ablate.report import make_report
 from ablate.report.answer import BaselineError
 from ablate.report.figures import split_rows
+from ablate.report.render import fmt_p
 from ablate.report.importance import conditional_ped_anova, importances, objectives_of
 from ablate.spec import load_spec, spec_from_dict
 from ablate.study import CELL_ATTR, SEED_ATTR, SPEC_ATTR, run_study
@@ -61,9 +62,43 @@ def run_ablate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([ABLATE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+def logged_files(client: MlflowClient, run_id: str, folder: str) -> set[str]:
+    """Every artifact file under `folder` of a run, however deep."""
+    found: set[str] = set()
+    for artifact in client.list_artifacts(run_id, folder):
+        found |= logged_files(client, run_id, artifact.path) if artifact.is_dir else {artifact.path}
+    return found
+
+
+def rows_in_order(picture: np.ndarray, rows: list[np.ndarray]) -> bool:
+    """Whether `picture` holds exactly these pixel blocks one below the other, in this order, with
+    only white between them and below the last (so no other row is shown among or after them).
+
+    The first block is searched anywhere; the others in the same columns, each below the last.
+    """
+    height, width = rows[0].shape
+    spots = [(y, x) for y in range(picture.shape[0] - height + 1) for x in range(picture.shape[1] - width + 1)
+             if picture[y, x] == rows[0][0, 0] and np.array_equal(picture[y : y + height, x : x + width], rows[0])]  # fmt: skip
+    if not spots:
+        return False
+    top, left = spots[0]
+    end = top + height
+    for row in rows[1:]:
+        below = [y for y in range(end, picture.shape[0] - row.shape[0] + 1)
+                 if np.array_equal(picture[y : y + row.shape[0], left : left + row.shape[1]], row)]  # fmt: skip
+        if not below or (picture[end : below[0], left : left + width] != 255).any():
+            return False
+        end = below[0] + row.shape[0]
+    return bool((picture[end:, left : left + width] == 255).all())
+
+
 @pytest.mark.slow
 def test_report_matches_what_optuna_and_mlflow_hold(trained: Any, tmp_path: Path) -> None:
     project, _ = trained
+    # A reused folder: what an older report (or anything else) left there must not be logged.
+    (tmp_path / "out" / "old").mkdir(parents=True)
+    (tmp_path / "out" / "stale.png").write_bytes(b"not this report's")
+    (tmp_path / "out" / "old" / "notes.txt").write_text("not this report's")
     report = make_report("tiny-report", project, form="html", out=tmp_path / "out")
     answer = report.answer
     study = optuna.load_study(study_name="tiny-report", storage=project.storage)
@@ -89,15 +124,20 @@ def test_report_matches_what_optuna_and_mlflow_hold(trained: Any, tmp_path: Path
     assert effect["difference"]["mean"] == pytest.approx(np.mean(diffs))
     assert effect["difference"]["n"] == 2 and effect["seeds"] == [0, 1]
     if effect["verdict"] == "unclear":
-        needed = seeds_needed(np.std(diffs, ddof=1), float(np.mean(diffs)))
-        assert f"--set repeats={needed}" in effect["note"]
-    # `ablate reproduce` shares the analysis: its table for this study is the report's effect.
-    from ablate.reproduce import compare
+        needed = seeds_needed(np.std(diffs, ddof=1), float(np.mean(diffs)), current=2)
+        assert needed is None or (needed > 2 and f"--set repeats={needed}" in effect["note"])
+    # `ablate reproduce` shares the analysis: its table and its verdict for this study are the
+    # report's effect and note.
+    from ablate.reproduce import compare, verdict
 
     table = compare("skip-vs-noskip", spec_from_dict(tiny_study(name="tiny-report")), project)
     assert table["paired_difference"]["mean"] == effect["difference"]["mean"]
     assert table["paired_difference"]["ci95"] == effect["difference"]["ci95"]
     assert table["paired_difference"]["p_holm"] == effect["p_holm"]
+    assert (table["paired_difference"]["verdict"], table["paired_difference"]["note"]) == (effect["verdict"], effect["note"])
+    said = verdict(table)
+    assert said.startswith("skip - noskip: ") and said.endswith(f": {effect['note']}.")
+    assert ("the reference's finding holds" in said) == (effect["verdict"] == "better")
     none_cell = next(c for c in answer["cells"] if c["cell"] == "model.skip=none")
     assert none_cell["estimate"]["mean"] == pytest.approx(np.mean([value[("none", 0)], value[("none", 1)]]))
 
@@ -110,7 +150,7 @@ def test_report_matches_what_optuna_and_mlflow_hold(trained: Any, tmp_path: Path
             assert curve["epochs"] == [1, 2]
             assert curve["mean"] == pytest.approx(np.mean(histories, axis=0).tolist())
             assert curve["low"] == pytest.approx(np.min(histories, axis=0).tolist())
-        # The median-seed run (lower middle of two): the seed with the smaller final value.
+        # The median-seed run of two, in the objective's direction: the seed with the smaller final value.
         median = answer["median_runs"][cell]
         assert median["value"] == min(value[(level, 0)], value[(level, 1)])
 
@@ -129,17 +169,22 @@ def test_report_matches_what_optuna_and_mlflow_hold(trained: Any, tmp_path: Path
             "reconstructions.png"} <= names  # fmt: skip
     assert json.loads((report.folder / "report.json").read_text())["effects"][0]["difference"]["mean"] == pytest.approx(np.mean(diffs))
     assert report.logged_to == study.user_attrs["mlflow_parent_run_id"]
-    logged = {a.path for a in client.list_artifacts(report.logged_to, "report")}
+    logged = logged_files(client, report.logged_to, "report")
     assert {"report/index.html", "report/reconstructions.png", "report/best.yaml"} <= logged
+    # Exactly the files this report wrote: nothing else the reused folder held.
+    assert logged == {f"report/{p.relative_to(report.folder).as_posix()}" for p in report.files}
+    assert {"stale.png", "old"} <= names and not any("stale" in path or "old/" in path for path in logged)
 
-    # Reconstructions: clean and noisy rows, then one reconstructed row per variant, cut from
-    # the final.png of each variant's median run.
-    from PIL import Image
-
-    final = Path(client.download_artifacts(answer["median_runs"]["model.skip=none"]["run_id"], "reconstructions/final.png", str(tmp_path)))
-    rows = split_rows(np.asarray(Image.open(final).convert("L")))
-    assert [r.shape[0] for r in rows] == [56, 56, 56]  # 28 px images, scale 2, in three rows
-    assert not (rows[0] == 255).all() and rows[0].std() > 10  # the clean row holds digits, not the gap
+    # Reconstructions: clean and noisy rows (the same in both variants: one noise setting), then
+    # each variant's reconstruction, every row pixel for pixel the final.png of its median run.
+    finals = {cell: split_rows(pixels(Path(client.download_artifacts(run["run_id"], "reconstructions/final.png",
+                                                                     str(tmp_path / run["run_id"])))))
+              for cell, run in answer["median_runs"].items()}  # fmt: skip
+    none, concat = finals["model.skip=none"], finals["model.skip=concat"]
+    assert [r.shape[0] for r in none] == [56, 56, 56]  # 28 px images, scale 2, in three rows
+    assert not (none[0] == 255).all() and none[0].std() > 10  # the clean row holds digits, not the gap
+    assert np.array_equal(none[1], concat[1])
+    assert rows_in_order(pixels(report.folder / "reconstructions.png"), [none[0], none[1], none[2], concat[2]])
 
 
 @pytest.mark.slow
@@ -159,6 +204,9 @@ def test_markdown_json_and_errors_through_the_command(trained: Any, tmp_path: Pa
     assert sum(line.startswith("| ") and "COMPLETE" in line for line in md.splitlines()) == 4
     mean = answer["effects"][0]["difference"]["mean"]
     assert f"{mean:.4f}" in md  # the Markdown shows the same numbers as the JSON
+    assert "| p (Wilcoxon) |" in md and "| cell | epoch | val_loss | train_loss | seeds |" in md
+    assert "`--format md --out DIR`, which writes `learning_curves.png`" in md  # no folder: no picture links
+    assert "](learning_curves.png)" not in md and "](reconstructions.png)" not in md
     assert not (tmp_path / "ablate-report").exists()  # md and json print; they write nothing
 
     unknown = run_ablate("report", "nope", "--home", home, cwd=tmp_path)
@@ -166,6 +214,91 @@ def test_markdown_json_and_errors_through_the_command(trained: Any, tmp_path: Pa
     nowhere = run_ablate("report", "tiny-report", "--home", str(tmp_path / "empty"), cwd=tmp_path)
     assert nowhere.returncode == 2 and "no studies here" in nowhere.stderr
     assert not (tmp_path / "empty").exists()  # a report from the wrong folder creates nothing
+
+
+@pytest.mark.slow
+def test_markdown_with_out_gives_the_pages_answer_and_pictures(trained: Any, tmp_path: Path) -> None:
+    project, _ = trained
+    out = tmp_path / "md"
+    report = make_report("tiny-report", project, form="md", out=out, bootstrap=0)
+    md = (out / "report.md").read_text()
+    assert md == report.text
+    # The effects table has the page's columns, Wilcoxon's p among them.
+    (effect,) = report.answer["effects"]
+    assert "| n | p (t) | p (Holm) | p (Wilcoxon) | verdict |" in md
+    assert f"| {fmt_p(effect['p_value'])} | {fmt_p(effect['p_holm'])} | {fmt_p(effect['wilcoxon_p'])} | {effect['verdict']} |" in md
+    # The page's pictures, written beside the Markdown and linked from it; nothing else written.
+    for picture in ("effects.png", "learning_curves.png", "reconstructions.png"):
+        assert f"]({picture})" in md, picture
+        assert_not_blank(pixels(out / picture), picture)
+    assert set(report.files) == {out / name for name in ("effects.png", "learning_curves.png", "reconstructions.png", "report.md")}
+    # The final epoch of each curve per variant: the mean over seeds of MLflow's last values.
+    study = optuna.load_study(study_name="tiny-report", storage=project.storage)
+    client = MlflowClient(project.tracking_uri)
+    for level in ("none", "concat"):
+        run_ids = [t.user_attrs["mlflow_run_id"] for t in study.trials if t.params["model.skip"] == level]
+        last = {metric: np.mean([max(client.get_metric_history(r, metric), key=lambda m: m.step).value for r in run_ids])
+                for metric in ("val_loss", "train_loss")}  # fmt: skip
+        assert f"| model.skip={level} | 2 | {last['val_loss']:.4f} | {last['train_loss']:.4f} | 2 |" in md
+
+
+@pytest.mark.slow
+def test_reconstructions_of_a_noise_study_show_each_variants_own_input(tmp_path: Path) -> None:
+    # Two noise levels: the variants see different noisy inputs of the same clean images, so each
+    # reconstruction is shown under its own noisy row, never under the other variant's.
+    project = resolve_project(home=tmp_path / "home")
+    raw = tiny_study(name="tiny-noise", data={"dataset": "mnist-embedded", "train_size": 64, "val_size": 16, "test_size": 16},
+                     model={"filters": 2, "depth": 2}, train={"epochs": 1, "batch_size": 32},
+                     factors={"data.noise.factor": [0.2, 0.7]}, repeats=1)  # fmt: skip
+    assert train_quietly(raw, project).complete == 2
+    report = make_report("tiny-noise", project, form="md", out=tmp_path / "md", bootstrap=0)
+    client = MlflowClient(project.tracking_uri)
+    runs = report.answer["median_runs"]
+    assert list(runs) == ["data.noise.factor=0.2", "data.noise.factor=0.7"]
+    low, high = (split_rows(pixels(Path(client.download_artifacts(run["run_id"], "reconstructions/final.png",
+                                                                   str(tmp_path / run["run_id"])))))
+                 for run in runs.values())  # fmt: skip
+    assert np.array_equal(low[0], high[0]) and not np.array_equal(low[1], high[1])  # same clean, other noise
+    picture = pixels(tmp_path / "md" / "reconstructions.png")
+    assert rows_in_order(picture, [low[0], low[1], low[2], high[1], high[2]])
+    assert not rows_in_order(picture, [low[0], low[1], low[2], high[2]])  # the old layout: one noisy row for all
+    assert "](reconstructions.png)" in report.text
+
+
+def test_median_run_of_an_even_count_is_the_better_middle_seed(tmp_path: Path) -> None:
+    project = resolve_project(home=tmp_path / "home")
+    values = [0.4, 0.2, 0.1, 0.3]  # the middle two: 0.2 (seed 1) and 0.3 (seed 3)
+    for direction, seed in (("minimize", 1), ("maximize", 3)):
+        raw = tiny_study(name=f"median-{direction}", objective={"metric": "val_psnr", "direction": direction}, repeats=4)
+        name = make_stored_study(project, raw, [({"model.skip": skip}, s, v + (skip == "concat"))
+                                                for skip in ("none", "concat") for s, v in enumerate(values)])  # fmt: skip
+        median = make_report(name, project, form="json", bootstrap=0).answer["median_runs"]["model.skip=none"]
+        assert (median["seed"], median["value"], median["of"]) == (seed, values[seed], 4), direction
+
+
+def test_a_study_without_a_parent_run_says_its_report_was_not_logged(
+    planted_grid: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project, name, _ = planted_grid
+    assert main(["report", name, "--home", str(project.home), "--out", str(tmp_path / "page"), "--bootstrap", "0"]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"not logged to MLflow: study '{name}' records no MLflow parent run" in said
+    report = make_report(name, project, form="html", out=tmp_path / "again", bootstrap=0)
+    assert report.logged_to is None and "mlflow_parent_run_id" in report.not_logged
+    assert make_report(name, project, form="html", out=tmp_path / "quiet", bootstrap=0, log=False).not_logged is None
+
+
+def test_reproduce_verdict_is_the_reports_note_against_the_reference() -> None:
+    from ablate.reproduce import verdict
+
+    def result(kind: str, mean: float) -> dict[str, Any]:
+        return {"paired_difference": {"of": "skip - noskip", "verdict": kind, "note": f"the analysis' note ({kind})", "mean": mean},
+                "reference": {"noskip": 0.1664, "skip": 0.14, "epochs": 20}, "direction": "minimize"}  # fmt: skip
+
+    assert verdict(result("better", -0.02)) == "skip - noskip: the reference's finding holds: the analysis' note (better)."
+    assert verdict(result("worse", 0.02)) == "skip - noskip: the opposite of the reference: the analysis' note (worse)."
+    for kind in ("unclear", "insufficient", "untestable"):
+        assert verdict(result(kind, -0.02)) == f"skip - noskip: no answer yet ({kind}): the analysis' note ({kind})."
 
 
 def test_importances_rank_a_planted_factor_first_with_a_bootstrap_range() -> None:
@@ -510,7 +643,7 @@ def test_multi_objective_report_shows_the_pareto_front_in_every_form(stored_two_
         assert pixels.std() > 5, f"{png} is blank"
     page = (report.folder / "index.html").read_text()
     assert 'id="chart-pareto"' in page and 'id="pareto-table"' in page and page.count('<tr class="pareto">') == 3
-    assert "https://" not in page.split("<script>", 1)[0]  # still self-contained
+    assert external_references(page) == []  # still self-contained
     md = (report.folder / "report.md").read_text()
     assert "## Pareto front" in md and "| val_loss (min) | val_psnr (max) |" in md
     assert "| 3 | 0.4000 | 30.0000 |" in md and "### maximize `val_psnr`" in md
@@ -607,6 +740,10 @@ def test_diffusion_report_shows_each_variants_chain_and_samples(diffusion_study:
         assert curves[cell]["val_loss"]["epochs"] == [1]
     assert "dotted: val_chain_loss" in page
     assert {"learning_curves.png", "report.md", "report.json", "diffusion"} <= {p.name for p in page_report.folder.iterdir()}
+    # The page shows chains, not reconstructions: no final.png is fetched and no reconstructions.png drawn.
+    assert not (page_report.folder / "reconstructions.png").exists() and "reconstructions" not in page_report.answer["pictures"]
+    assert {page_report.folder / v["images"][i]["file"] for v in page_report.answer["diffusion"]["variants"]
+            for i in ("chain", "samples")} <= set(page_report.files)  # fmt: skip
     stored = json.loads((page_report.folder / "report.json").read_text())
     assert stored["diffusion"]["variants"][0]["images"]["chain"]["file"] == "diffusion/trial0-chain.png"
 
@@ -740,17 +877,28 @@ NEEDS_CHROMIUM = pytest.mark.skipif(
 )
 
 
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"  # kept after the run (CI uploads them)
+
+
 def load_in_chromium(page: Path, profile: Path, shots: Path, selectors: tuple[str, ...], charts: int) -> dict[str, Any]:
-    """Open a report page in headless Chromium; count what rendered, screenshot it, keep every event."""
-    shots.mkdir()
+    """Open a report page in headless Chromium; count what rendered, screenshot it, keep every event.
+
+    `charts`: how many plotly charts the page should draw (waited for, then counted once more).
+    """
+    shutil.rmtree(shots, ignore_errors=True)  # this run's screenshots only
+    shots.mkdir(parents=True)
     with Chromium(CHROMIUM, profile) as browser:
         session = browser.open_page()
         for domain in ("Runtime", "Log", "Network", "Page"):
             browser.send(f"{domain}.enable", session=session)
         browser.send("Page.navigate", {"url": page.as_uri()}, session=session)
         browser.wait_for("Page.loadEventFired", timeout=60)
+        # One .js-plotly-plot per drawn chart (each holds several .main-svg layers, so those are not counted).
+        browser.evaluate(session, "document.querySelectorAll('.js-plotly-plot').length", until=lambda n: n >= charts)
+        time.sleep(0.5)  # a chart beyond the expected number would have been drawn by now
         seen = {
-            "charts": browser.evaluate(session, "document.querySelectorAll('.js-plotly-plot .main-svg').length", until=lambda n: n >= charts),
+            "charts": browser.evaluate(session, "document.querySelectorAll('.js-plotly-plot').length"),
+            "chart_ids": browser.evaluate(session, "Array.from(document.querySelectorAll('.js-plotly-plot')).map(e => e.id)"),
             "rows": browser.evaluate(session, "document.querySelectorAll('#trials-table tbody tr.trial').length"),
             "image": browser.evaluate(session, "(() => { const i = document.querySelector('img.reconstructions'); return i && i.complete ? i.naturalWidth : 0; })()"),
             "images": browser.evaluate(session, "Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length"),
@@ -768,12 +916,33 @@ def load_in_chromium(page: Path, profile: Path, shots: Path, selectors: tuple[st
     return {**seen, "pictures": pictures, "errors": errors, "requests": requests}
 
 
+def external_references(page: str) -> list[str]:
+    """What in the page's own markup would load something from the network: a `src=`, a `<link href=`,
+    a CSS `url(...)` or `@import` pointing at http(s) or a protocol-relative address.
+
+    The inlined plotly.js bundle is left out: it names URLs (map tiles, topojson) that a page
+    without maps never loads; the network check of the page in Chromium covers it. Trial links
+    (`<a href>` to the MLflow UI) are navigation, not loads, and are allowed.
+    """
+    import re
+
+    from plotly.offline import get_plotlyjs
+
+    bundle = get_plotlyjs()
+    assert page.count(bundle) == 1, "plotly.js must be inlined exactly once"
+    own = page.replace(bundle, "")
+    remote = r"""["']?\s*(?:https?:)?//"""
+    patterns = (rf"\bsrc\s*=\s*{remote}", rf"<link\b[^>]*\bhref\s*=\s*{remote}", rf"url\(\s*{remote}", r"@import")
+    return [match.group(0) for pattern in patterns for match in re.finditer(pattern, own, flags=re.IGNORECASE)]
+
+
 def assert_clean_page(seen: dict[str, Any], page: Path) -> None:
-    """No console error, no request outside the file, no blank picture."""
+    """No console error, no request outside the file, nothing in the markup that would load one, no blank picture."""
     assert not seen["errors"], seen["errors"]
     assert seen["requests"] and seen["requests"][0] == page.as_uri()
     outside = [url for url in seen["requests"] if not url.startswith(("file://", "data:", "blob:"))]
     assert not outside, f"the page fetched from outside its file: {outside}"
+    assert external_references(page.read_text()) == []
     for name, picture in seen["pictures"].items():
         assert picture.std() > 5 and len(np.unique(picture)) > 10, f"{name} screenshot is blank"
 
@@ -784,10 +953,9 @@ def test_page_in_headless_chromium(trained: Any, tmp_path: Path) -> None:
     project, _ = trained
     report = make_report("tiny-report", project, form="html", out=tmp_path / "page", log=False)
     page = report.folder / "index.html"
-    # screenshots are kept under tmp_path as the test's artifacts
-    seen = load_in_chromium(page, tmp_path / "profile", tmp_path / "screenshots",
+    seen = load_in_chromium(page, tmp_path / "profile", SCREENSHOTS / "report-page",
                             ("#chart-effects", "#chart-curves", "img.reconstructions"), charts=2)  # fmt: skip
-    assert seen["charts"] >= 2, "the plotly charts did not render"
+    assert seen["charts"] == 2 and seen["chart_ids"] == ["chart-effects", "chart-curves"]  # one factor: no importances
     assert seen["rows"] == 4 == len(report.answer["trials"])
     assert seen["image"] > 0, "the reconstruction picture did not load"
     assert_clean_page(seen, page)
@@ -798,9 +966,10 @@ def test_multi_objective_page_in_headless_chromium(stored_two_objectives: Any, t
     project, name, _ = stored_two_objectives
     report = make_report(name, project, form="html", out=tmp_path / "page", bootstrap=2, log=False)
     page = report.folder / "index.html"
-    seen = load_in_chromium(page, tmp_path / "profile", tmp_path / "screenshots",
+    seen = load_in_chromium(page, tmp_path / "profile", SCREENSHOTS / "multi-objective-page",
                             ("#chart-importances", "#chart-pareto", "#pareto-table"), charts=2)  # fmt: skip
-    assert seen["charts"] >= 2, "the importance and Pareto charts did not render"
+    # A search has no effects, and these trials have no MLflow runs, so no curves.
+    assert seen["charts"] == 2 and seen["chart_ids"] == ["chart-importances", "chart-pareto"]
     assert seen["rows"] == 40 == len(report.answer["trials"])
     assert_clean_page(seen, page)
 
@@ -811,9 +980,9 @@ def test_diffusion_page_in_headless_chromium(diffusion_study: Any, tmp_path: Pat
     project, name = diffusion_study
     report = make_report(name, project, form="html", out=tmp_path / "page", bootstrap=0, log=False)
     page = report.folder / "index.html"
-    seen = load_in_chromium(page, tmp_path / "profile", tmp_path / "screenshots",
+    seen = load_in_chromium(page, tmp_path / "profile", SCREENSHOTS / "diffusion-page",
                             ("#chart-curves", "#diffusion", "img.diffusion.chain", "img.diffusion.samples"), charts=2)  # fmt: skip
-    assert seen["charts"] >= 2, "the effects and curves charts did not render"
+    assert seen["charts"] == 2 and seen["chart_ids"] == ["chart-effects", "chart-curves"]
     assert seen["images"] == 4, "each variant's chain and samples did not all load"
     assert seen["rows"] == 2
     assert_clean_page(seen, page)
@@ -825,9 +994,10 @@ def test_ensemble_page_in_headless_chromium(weight_study: Any, tmp_path: Path) -
     project, name, _ = weight_study
     report = make_report(name, project, form="html", out=tmp_path / "page", bootstrap=2, log=False)
     page = report.folder / "index.html"
-    seen = load_in_chromium(page, tmp_path / "profile", tmp_path / "screenshots",
+    seen = load_in_chromium(page, tmp_path / "profile", SCREENSHOTS / "ensemble-page",
                             ("#chart-ensemble", "table.ensemble", "img.reconstructions"), charts=1)  # fmt: skip
-    assert seen["charts"] >= 1, "the ensemble chart did not render"
+    # A weight study: no effects (a search), no curves (it trains nothing), no importances (simplex coordinates).
+    assert seen["charts"] == 1 and seen["chart_ids"] == ["chart-ensemble"]
     assert seen["image"] > 0, "the best member and ensemble reconstructions did not load"
     assert seen["rows"] == 20 == len(report.answer["trials"])
     assert_clean_page(seen, page)

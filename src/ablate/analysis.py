@@ -110,17 +110,29 @@ def paired_difference(treatment: dict[int, float], baseline: dict[int, float]) -
     return mean_ci(treatment[s] - baseline[s] for s in seeds)
 
 
-def seeds_needed(std: float | None, effect: float, confidence: float = 0.95, limit: int = 1000) -> int | None:
-    """Seeds for a t interval of half-width |effect| / 2 at the observed spread (None if unknown)."""
+def seeds_needed(
+    std: float | None, effect: float, confidence: float = 0.95, *, current: int = 1, limit: int = 1000
+) -> int | None:
+    """Seeds for a t interval of half-width |effect| / 2 at the observed spread (None if unknown).
+
+    Args:
+        std: the observed standard deviation of the paired differences.
+        effect: the observed mean difference.
+        confidence: of the interval.
+        current: the seeds the study already has; the answer is always more than this, since a
+            suggestion to run as many seeds as already ran (or fewer) would settle nothing.
+        limit: the largest number considered; beyond it the answer is None.
+    """
     from scipy import stats
 
-    if std is None or not math.isfinite(std) or effect == 0:
+    if std is None or not math.isfinite(std) or std <= 0 or effect == 0:
         return None
-    for n in range(2, limit + 1):
-        half = stats.t.ppf(0.5 + confidence / 2, df=n - 1) * std / math.sqrt(n)
-        if half <= abs(effect) / 2:
-            return n
-    return None
+    counts = np.arange(max(2, current + 1), limit + 1)
+    if counts.size == 0:
+        return None
+    half = stats.t.ppf(0.5 + confidence / 2, df=counts - 1) * std / np.sqrt(counts)  # one call: fast for 1,000 n
+    enough = np.flatnonzero(half <= abs(effect) / 2)
+    return int(counts[enough[0]]) if enough.size else None
 
 
 def by_seed(values: Sequence[tuple[int, float]]) -> dict[int, float]:
@@ -168,7 +180,7 @@ def observations_from(records: Iterable[Any], seeds: Iterable[int] | None = None
     ]
 
 
-Verdict = Literal["better", "worse", "unclear", "insufficient"]
+Verdict = Literal["better", "worse", "unclear", "insufficient", "untestable"]
 
 
 @dataclass(frozen=True)
@@ -188,8 +200,9 @@ class Effect:
         seeds_needed: seeds for an interval half as wide as the observed difference, at the
             observed spread (None when unknown).
         verdict: better / worse (than the baseline, given the objective's direction, significant
-            after Holm), unclear (the interval or the corrected test does not rule out zero), or
-            insufficient (fewer than 2 paired seeds).
+            after Holm), unclear (the interval or the corrected test does not rule out zero),
+            insufficient (fewer than 2 paired seeds), or untestable (every seed gave the same
+            difference: with no spread the t test has nothing to weigh the mean against).
         note: the verdict as a plain sentence.
     """
 
@@ -325,35 +338,65 @@ def study_effects(
             treatment = level_values(table, factors, factor, level, cells)
             seeds = tuple(sorted(set(treatment) & set(baseline)))
             differences = np.asarray([treatment[s] - baseline[s] for s in seeds], dtype=float)
-            difference = mean_ci(differences, confidence)
-            p_value = float(paired_t_pvalue(differences)) if len(seeds) >= 2 else None
-            raw.append(
-                Effect(
-                    factor=factor,
-                    level=level,
-                    baseline=reference,
-                    difference=difference,
-                    seeds=seeds,
-                    p_value=p_value,
-                    p_holm=None,
-                    wilcoxon_p=_wilcoxon(differences),
-                    seeds_needed=seeds_needed(difference.std, difference.mean, confidence) if difference.n >= 2 else None,
-                    verdict="insufficient",
-                    note="",
-                )
-            )
+            raw.append(_raw_effect(factor, level, reference, seeds, differences, confidence))
     tested = [i for i, e in enumerate(raw) if e.p_value is not None]
     adjusted = holm([raw[i].p_value for i in tested])  # type: ignore[misc]
     effects = list(raw)
     for i, p in zip(tested, adjusted):
         effects[i] = replace(raw[i], p_holm=p)
-    return [_with_verdict(e, direction=direction, metric=metric, comparisons=len(tested)) for e in effects]
+    return [_with_verdict(e, direction=direction, metric=metric, comparisons=len(tested), confidence=confidence)
+            for e in effects]  # fmt: skip
 
 
-def _with_verdict(effect: Effect, *, direction: str, metric: str, comparisons: int) -> Effect:
+def without_spread(differences: np.ndarray) -> bool:
+    """Whether two or more paired differences are all the same (up to rounding in the last bits).
+
+    Then the t statistic is a nonzero mean over a zero spread: p 0 and an interval [m, m], which
+    only says that the seeds changed nothing, not that the difference is certain.
+    """
+    if len(differences) < 2:
+        return False
+    scale = max(1.0, float(np.max(np.abs(differences))))
+    return float(np.ptp(differences)) <= 1e-12 * scale
+
+
+def _raw_effect(factor: str, level: Level, baseline: Level, seeds: tuple[int, ...], differences: np.ndarray,
+                confidence: float) -> Effect:  # fmt: skip
+    """One comparison's statistics, before Holm's correction and the verdict."""
+    difference = mean_ci(differences, confidence)
+    if without_spread(differences):
+        # Not a test: keep the mean, drop the degenerate interval and p, leave it out of Holm.
+        return Effect(factor=factor, level=level, baseline=baseline, seeds=seeds, p_value=None, p_holm=None,
+                      difference=replace(difference, ci95=None, std=0.0), wilcoxon_p=None, seeds_needed=None,
+                      verdict="untestable", note="")  # fmt: skip
+    return Effect(
+        factor=factor,
+        level=level,
+        baseline=baseline,
+        difference=difference,
+        seeds=seeds,
+        p_value=float(paired_t_pvalue(differences)) if len(seeds) >= 2 else None,
+        p_holm=None,
+        wilcoxon_p=_wilcoxon(differences),
+        seeds_needed=seeds_needed(difference.std, difference.mean, confidence, current=difference.n)
+        if difference.n >= 2 else None,
+        verdict="insufficient",
+        note="",
+    )  # fmt: skip
+
+
+def _with_verdict(effect: Effect, *, direction: str, metric: str, comparisons: int, confidence: float) -> Effect:
     """Classify an effect and say it in one sentence, including how many seeds would settle it."""
     diff = effect.difference
     n = diff.n
+    level = f"{confidence:.0%}"
+    if effect.verdict == "untestable":
+        return replace(
+            effect,
+            note=f"not testable: the seeds gave identical differences ({diff.mean:.4g} with each of the {n} seeds), "
+            "so the seeds may not change anything (same data order and noise in every seed?); a t test needs "
+            "differences that vary from seed to seed",
+        )
     if n == 0:
         return replace(effect, verdict="insufficient", note="no seed has both variants finished: nothing to compare yet")
     if n < 2 or diff.ci95 is None:
@@ -368,16 +411,16 @@ def _with_verdict(effect: Effect, *, direction: str, metric: str, comparisons: i
     word = "lower" if lower else "higher"
     needed = effect.seeds_needed
     more = (
-        f"at the observed spread (sd {diff.std:.3g} of the paired differences) about {needed} seeds per cell would "
-        f"give an interval half as wide as this difference (--set repeats={needed})"
+        f"at the observed spread (sd {diff.std:.3g} of the paired differences) about {needed} seeds per cell "
+        f"(now {n}) would give an interval half as wide as this difference (--set repeats={needed})"
         if needed is not None
         else "at the observed spread no practical number of seeds would separate a difference this small from zero"
     )
-    if diff.excludes_zero and effect.p_holm is not None and effect.p_holm < 1 - 0.95:
+    if diff.excludes_zero and effect.p_holm is not None and effect.p_holm < 1 - confidence:
         return replace(
             effect,
             verdict="better" if better else "worse",
-            note=f"{word} {metric} than {_fmt_level(effect.baseline)} ({'better' if better else 'worse'}): the 95% "
+            note=f"{word} {metric} than {_fmt_level(effect.baseline)} ({'better' if better else 'worse'}): the {level} "
             f"interval excludes zero and the Holm-adjusted p is {effect.p_holm:.3g} over {comparisons} comparison(s)",
         )
     if diff.excludes_zero:
@@ -390,7 +433,7 @@ def _with_verdict(effect: Effect, *, direction: str, metric: str, comparisons: i
     return replace(
         effect,
         verdict="unclear",
-        note=f"too few seeds to tell: the 95% interval includes zero with {n} seeds; {more}",
+        note=f"too few seeds to tell: the {level} interval includes zero with {n} seeds; {more}",
     )
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ablate.analysis import CI_METHOD, cell_values, level_values, mean_ci, observations_from, study_effects
-from ablate.home import Project, redact
 from ablate.errors import AblateError
+from ablate.home import Project, redact
 from ablate.spec import LoadedSpec, load_spec
 
 
@@ -67,21 +67,27 @@ def load_reproduction(name: str, *, profile: str | None, overrides: tuple[str, .
 
 def compare(name: str, loaded: LoadedSpec, project: Project) -> dict[str, Any]:
     """Read the finished study and compare the variants with the reference, as a JSON-ready dict."""
+    from ablate.report.answer import default_baselines
     from ablate.study import load_study, trial_records
 
     repro = REPRODUCTIONS[name]
     spec = loaded.spec
     study = load_study(spec.name, project.storage)
-    # The report's analysis, so this table and `ablate report` always agree: each variant is its
-    # level of the factor (averaged over any other factors per seed) and the difference is the
-    # report's paired effect of the treatment level against the baseline level.
+    # The report's analysis with the report's design cells and baselines, so this table, its
+    # verdict and `ablate report` always agree: each variant is its level of the factor (averaged
+    # over any other factors per seed) and the difference is the report's paired effect of the
+    # treatment level against the baseline level, with the report's note.
     observations = observations_from(trial_records(study), seeds=spec.seeds)
+    cells, baselines = spec.cells(), default_baselines(spec)
+    if baselines.get(repro.factor) != repro.baseline[1]:
+        raise AblateError(f"{spec.name}: the baseline of {repro.factor} must be {repro.baseline[1]!r}; "
+                          f"the study's is {baselines.get(repro.factor)!r}")  # fmt: skip
     table = cell_values(observations, spec.levels)
-    values = {label: level_values(table, spec.levels, repro.factor, level) for label, level in (repro.baseline, repro.treatment)}
-    effects = study_effects(observations, spec.levels, direction=spec.primary.direction, metric=spec.primary.metric)
+    values = {label: level_values(table, spec.levels, repro.factor, level, cells)
+              for label, level in (repro.baseline, repro.treatment)}  # fmt: skip
+    effects = study_effects(observations, spec.levels, direction=spec.primary.direction, metric=spec.primary.metric,
+                            baselines=baselines, cells=cells)  # fmt: skip
     effect = next(e for e in effects if e.factor == repro.factor and e.level == repro.treatment[1])
-    if effect.baseline != repro.baseline[1]:
-        raise AblateError(f"{spec.name}: the first level of {repro.factor} must be the baseline {repro.baseline[1]!r}")
     difference = effect.difference
     variants = {label: mean_ci(values[label].values()) for label in values}
     return {
@@ -107,6 +113,7 @@ def compare(name: str, loaded: LoadedSpec, project: Project) -> dict[str, Any]:
             "verdict": effect.verdict,
             "note": effect.note,
         },
+        "direction": spec.primary.direction,
         "reference": dict(repro.reference),
         "reference_source": repro.source,
         "ci_method": CI_METHOD,
@@ -141,15 +148,26 @@ def render(result: dict[str, Any]) -> Any:
 
 
 def verdict(result: dict[str, Any]) -> str:
-    """One sentence saying whether the slides' finding holds here."""
+    """Whether the reference's finding holds here, from the report's verdict and note on the effect.
+
+    The classification and the sentence (interval, Holm's correction, how many seeds would settle
+    it) are `ablate.analysis`'s, exactly as `ablate report` shows them; this only says how they
+    stand against the reference figures.
+    """
     diff = result["paired_difference"]
-    if diff["ci95"] is None:
-        return "Too few paired seeds for an interval: run more repeats (--set repeats=5)."
-    if diff["excludes_zero"] and diff["mean"] < 0:
-        return "Skips lower the loss, and the 95% interval of the paired difference excludes zero: the slides' finding holds."
-    if diff["excludes_zero"]:
-        return "Skips raise the loss here, with an interval that excludes zero: the opposite of the slides."
-    return "The interval of the paired difference includes zero: no clear effect at this budget; add seeds or epochs."
+    ref = result["reference"]
+    treatment, _, baseline = diff["of"].partition(" - ")
+    kind = diff["verdict"]
+    if kind in ("better", "worse") and {treatment, baseline} <= ref.keys():
+        expected_lower = ref[treatment] < ref[baseline]
+        better_expected = expected_lower == (result.get("direction", "minimize") == "minimize")
+        agrees = (kind == "better") == better_expected
+        headline = "the reference's finding holds" if agrees else "the opposite of the reference"
+    elif kind in ("better", "worse"):
+        headline = f"{treatment} is {kind} than {baseline}"
+    else:
+        headline = f"no answer yet ({kind})"
+    return f"{diff['of']}: {headline}: {diff['note']}."
 
 
 def _fmt(value: float | None) -> str:

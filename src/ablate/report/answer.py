@@ -180,6 +180,7 @@ def build_answer(
         "shown_cells": {"shown": len(shown), "of": len({row.record.cell for row in _latest_complete(data)}),
                         "limit": MAX_SHOWN_CELLS},  # fmt: skip
         "trials": [_trial_row(row, spec, data.experiment_id, ui) for row in data.trials],
+        "pictures": {},  # name -> PNG file beside the report (relative), when it was written into a folder
         "diffusion": None,  # the family sections: see ablate.report.families
         "ensemble": None,
     }
@@ -312,14 +313,20 @@ def learning_curves(data: StudyData, cells: set[str] | None = None) -> dict[str,
 
 
 def median_runs(data: StudyData, cells: set[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Per cell, its median-seed complete run (the lower middle one for an even count)."""
+    """Per cell, its median-seed complete run.
+
+    With an even count the two middle runs tie; the better one in the objective's direction is
+    shown (the lower value when minimising, the higher when maximising), so a variant is never
+    pictured by the worse of its two middle seeds.
+    """
     by_cell: dict[str, list[Any]] = {}
     for row in _latest_complete(data):
         if cells is None or row.record.cell in cells:
             by_cell.setdefault(row.record.cell, []).append(row.record)
+    sign = 1 if data.spec.primary.direction == "minimize" else -1
     chosen = {}
     for cell, records in by_cell.items():
-        ordered = sorted(records, key=lambda r: (r.value, r.seed))
+        ordered = sorted(records, key=lambda r: (sign * r.value, r.seed))  # best first
         median = ordered[(len(ordered) - 1) // 2]
         chosen[cell] = {"trial": median.number, "seed": median.seed, "value": median.value, "run_id": median.run_id,
                         "of": len(ordered)}  # fmt: skip

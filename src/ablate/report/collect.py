@@ -219,9 +219,16 @@ def download_artifact(project: Project, run_id: str, artifact: str, destination:
     return True
 
 
-def log_report(project: Project, parent_run_id: str, folder: Path) -> None:
-    """Log the report folder to the study's parent run under `report/`."""
-    mlflow_client(project).log_artifacts(parent_run_id, str(folder), artifact_path="report")
+def log_report(project: Project, parent_run_id: str, folder: Path, files: list[Path]) -> None:
+    """Log the report's `files` (inside `folder`) to the study's parent run under `report/`.
+
+    Only the files this report wrote: a reused folder (or `--out .`) may hold anything else,
+    an older report's pictures among it, and none of that belongs to this report.
+    """
+    client = mlflow_client(project)
+    for file in files:
+        parent = file.relative_to(folder).parent.as_posix()
+        client.log_artifact(parent_run_id, str(file), artifact_path="report" if parent == "." else f"report/{parent}")
 
 
 def mlflow_client(project: Project) -> Any:

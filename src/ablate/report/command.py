@@ -23,13 +23,17 @@ class Report:
         answer: the JSON-ready answer (what every form shows).
         text: the Markdown or JSON text for `md` / `json`, else None.
         folder: where the HTML page and its files were written (html), else None.
-        logged_to: the MLflow parent run the folder was logged to, if it was.
+        logged_to: the MLflow parent run the report's files were logged to, if they were.
+        files: every file this report wrote (what was logged; never other files in the folder).
+        not_logged: why an html report that was to be logged was not, else None.
     """
 
     answer: dict[str, Any]
     text: str | None
     folder: Path | None
     logged_to: str | None
+    files: tuple[Path, ...] = ()
+    not_logged: str | None = None
 
 
 def add_parser(commands: Any, common: argparse.ArgumentParser, overrides: argparse.ArgumentParser) -> None:
@@ -46,7 +50,8 @@ def add_parser(commands: Any, common: argparse.ArgumentParser, overrides: argpar
         "noise; an ensemble study: its weights and member vs uniform vs searched scores on validation and test); "
         "every trial with a link to its MLflow run; and the best "
         "configuration as a study file. html (default) writes a self-contained page (works offline) plus PNGs, "
-        "JSON and best.yaml into --out and logs them to the study's MLflow parent run; md and json print to stdout.",
+        "JSON and best.yaml into --out and logs those files to the study's MLflow parent run; md and json print to "
+        "stdout (with --out, md also writes its PNGs there and links them).",
     )
     report.add_argument("name", help="the study's name (as `ablate run` printed it, e.g. skip-vs-noskip-quick)")
     report.add_argument("--format", choices=FORMATS, default="html", help="html (default), md or json")
@@ -79,9 +84,10 @@ def make_report(
     Args:
         name: the Optuna study name.
         project: an `ablate.home.Project`.
-        form: html (writes `out`), md or json (returns the text; also written to `out` if given).
+        form: html (writes `out`), md or json (returns the text; also written to `out` if given,
+            with md's pictures beside it).
         out: the output folder; html defaults to `./ablate-report/NAME`.
-        log: log the html folder to the study's MLflow parent run under `report/`.
+        log: log the files the html report wrote to the study's MLflow parent run under `report/`.
         ui_url: the MLflow UI the trial links point to.
         bootstrap: resamples for the importances; 0 skips them.
         baselines: `FACTOR=LEVEL` strings (`--baseline`): the levels effects are computed against.
@@ -99,8 +105,7 @@ def make_report(
 
     data = collect(name, project, curves=False)
     chosen = resolve_baselines(data.spec, list(baselines))  # before anything slow: a typo fails at once
-    if form != "md":  # md does not draw the curves: it skips reading them from MLflow
-        read_curves(data, project)
+    read_curves(data, project)  # every form shows the curves: the page draws them, md and json tabulate them
     trials = data.study.get_trials(deepcopy=False)
     if weight_study(data.spec):
         # Its params are the simplex coordinates of the weights (ensemble.u0 ..), each weight a
@@ -121,32 +126,60 @@ def make_report(
 
     sections(answer, data, project)  # diffusion chains and samples, ensemble weights: read from MLflow
     folder = (out or Path("ablate-report") / name).resolve() if form == "html" else out
+    written: list[Path] = []
     if folder is not None:  # the pictures the page and the Markdown link to, beside them
-        fetch_diffusion_images(answer["diffusion"], project, folder)
+        written += fetch_diffusion_images(answer["diffusion"], project, folder)
+        if form != "json":
+            written += _write_pictures(answer, project, folder)
     if form == "json":
         text = json.dumps(answer, indent=2, default=str) + "\n"
-        return Report(answer=answer, text=text, folder=_write_text(out, "report.json", text), logged_to=None)
+        written += _write_text(out, "report.json", text)
+        return Report(answer=answer, text=text, folder=out, logged_to=None, files=tuple(written))
     from ablate.report.render import to_markdown
 
     markdown = to_markdown(answer)
     if form == "md":
-        return Report(answer=answer, text=markdown, folder=_write_text(out, "report.md", markdown), logged_to=None)
+        written += _write_text(out, "report.md", markdown)
+        return Report(answer=answer, text=markdown, folder=out, logged_to=None, files=tuple(written))
 
     folder = folder or (Path("ablate-report") / name).resolve()  # set above for html; this narrows the type
-    folder.mkdir(parents=True, exist_ok=True)
-    _write_page(answer, data, project, folder, markdown)
-    logged = None
+    written += _write_page(answer, folder, markdown)
+    logged, not_logged = None, None
     if log and data.parent_run_id:
         from ablate.report.collect import log_report
 
-        log_report(project, data.parent_run_id, folder)
+        log_report(project, data.parent_run_id, folder, written)
         logged = data.parent_run_id
-    return Report(answer=answer, text=None, folder=folder, logged_to=logged)
+    elif log:
+        not_logged = (f"study {name!r} records no MLflow parent run (its mlflow_parent_run_id attribute is missing, "
+                      "so it was not started by `ablate run`): there is no run to attach the report to")  # fmt: skip
+    return Report(answer=answer, text=None, folder=folder, logged_to=logged, files=tuple(written), not_logged=not_logged)
 
 
-def _write_page(answer: dict[str, Any], data: Any, project: Any, folder: Path, markdown: str) -> None:
+def _write_pictures(answer: dict[str, Any], project: Any, folder: Path) -> list[Path]:
+    """The static PNGs and the reconstruction picture, into `folder`; their names go to `answer["pictures"]`.
+
+    A diffusion study shows chains and samples instead of reconstructions: its final.png is
+    neither downloaded nor drawn.
+    """
     from ablate.report import figures
     from ablate.report.collect import download_final_images
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pictures: dict[str, Path | None] = dict(figures.write_pngs(answer, folder))
+    if answer["diffusion"] is None:
+        with tempfile.TemporaryDirectory(prefix="ablate-report-") as scratch:
+            runs = {cell: run["run_id"] for cell, run in answer["median_runs"].items() if run["run_id"]}
+            images = download_final_images(project, runs, Path(scratch))
+            # None: looked for, but no run had its final.png (the page and the Markdown say so)
+            pictures["reconstructions"] = figures.reconstructions_png(answer, images, folder / "reconstructions.png")
+    answer["pictures"] = {name: path.relative_to(folder).as_posix() if path else None for name, path in pictures.items()}
+    return [path for path in pictures.values() if path is not None]
+
+
+def _write_page(answer: dict[str, Any], folder: Path, markdown: str) -> list[Path]:
+    """index.html, report.md, report.json and best.yaml into `folder` (the pictures are there already)."""
+    from ablate.report import figures
     from ablate.report.render import to_html
 
     charts: dict[str, Any] = {}
@@ -160,24 +193,26 @@ def _write_page(answer: dict[str, Any], data: Any, project: Any, folder: Path, m
         charts["pareto"] = figures.pareto_figure(answer)
     if answer["ensemble"] and answer["ensemble"]["variants"]:
         charts["ensemble"] = figures.ensemble_figure(answer)
-    figures.write_pngs(answer, folder)
-    with tempfile.TemporaryDirectory(prefix="ablate-report-") as scratch:
-        runs = {cell: run["run_id"] for cell, run in answer["median_runs"].items() if run["run_id"]}
-        images = download_final_images(project, runs, Path(scratch))
-        picture = figures.reconstructions_png(answer, images, folder / "reconstructions.png")
-    (folder / "index.html").write_text(to_html(answer, figures=charts, reconstructions=picture, folder=folder))
-    (folder / "report.md").write_text(markdown)
-    (folder / "report.json").write_text(json.dumps(answer, indent=2, default=str) + "\n")
+    name = answer["pictures"].get("reconstructions")
+    texts = {
+        "index.html": to_html(answer, figures=charts, reconstructions=folder / name if name else None, folder=folder),
+        "report.md": markdown,
+        "report.json": json.dumps(answer, indent=2, default=str) + "\n",
+    }
     if answer["best"] and answer["best"]["study_file"]:
-        (folder / answer["best"]["file_name"]).write_text(answer["best"]["study_file"])
+        texts[answer["best"]["file_name"]] = answer["best"]["study_file"]
+    for filename, text in texts.items():
+        (folder / filename).write_text(text)
+    return [folder / filename for filename in texts]
 
 
-def _write_text(out: Path | None, filename: str, text: str) -> Path | None:
+def _write_text(out: Path | None, filename: str, text: str) -> list[Path]:
+    """Write `text` to `out/filename` when there is a folder; the files written."""
     if out is None:
-        return None
+        return []
     out.mkdir(parents=True, exist_ok=True)
     (out / filename).write_text(text)
-    return out
+    return [out / filename]
 
 
 def _handle(args: argparse.Namespace, console: Any) -> int:
@@ -205,7 +240,10 @@ def _handle(args: argparse.Namespace, console: Any) -> int:
         return 0
     console.print(f"wrote {report.folder / 'index.html'} (open it in a browser; it works offline)", highlight=False)
     if report.logged_to:
-        console.print(f"logged to MLflow: parent run {report.logged_to}, artifacts under report/", highlight=False)
+        console.print(f"logged to MLflow: parent run {report.logged_to}, {len(report.files)} files under report/",
+                      highlight=False)  # fmt: skip
+    elif report.not_logged:
+        console.print(f"not logged to MLflow: {report.not_logged}", highlight=False)
     best = report.answer["best"]
     if best and best["file_name"]:
         console.print(f"best configuration {best['cell']}: retrain with `ablate run {report.folder / best['file_name']}`",

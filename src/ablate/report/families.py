@@ -93,12 +93,16 @@ def diffusion_section(answer: dict[str, Any], spec: StudySpec, listed: dict[str,
     }
 
 
-def fetch_diffusion_images(section: dict[str, Any] | None, project: Any, folder: Path) -> None:
-    """Copy each variant's chain and samples into `folder/diffusion/`; set their `file` (relative to `folder`)."""
+def fetch_diffusion_images(section: dict[str, Any] | None, project: Any, folder: Path) -> list[Path]:
+    """Copy each variant's chain and samples into `folder/diffusion/`; set their `file` (relative to `folder`).
+
+    Returns the files written.
+    """
     from ablate.report.collect import download_artifact
 
+    written: list[Path] = []
     if not section:
-        return
+        return written
     for variant in section["variants"]:
         for name, image in variant["images"].items():
             if not image["found"] or not image["run_id"]:
@@ -106,6 +110,8 @@ def fetch_diffusion_images(section: dict[str, Any] | None, project: Any, folder:
             relative = f"diffusion/trial{variant['trial']}-{name}.png"
             if download_artifact(project, image["run_id"], image["artifact"], folder / relative):
                 image["file"] = relative
+                written.append(folder / relative)
+    return written
 
 
 def _diffusion_settings(spec: StudySpec, params: dict[str, Any], seed: int | None) -> dict[str, Any]:

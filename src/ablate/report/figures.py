@@ -386,11 +386,47 @@ def _objective_labels(objectives: list[dict[str, str]]) -> list[str]:
     return [f"{o['metric']} ({'lower' if o['direction'] == 'minimize' else 'higher'} is better)" for o in objectives]
 
 
-def reconstructions_png(answer: dict[str, Any], images: dict[str, Path], path: Path) -> Path | None:
-    """One picture: clean | noisy, then each variant's reconstruction (its median-seed run).
+INPUT_ROWS = (("clean", 0), ("noisy input", 1))  # the rows of final.png every variant feeds its model
+LABEL_CHAR_PX, LABEL_LINE_PX, ROW_GAP_PX, TITLE_PX = 7, 14, 10, 30  # the reconstruction picture's layout
 
-    Every trial draws the same fixed validation images, so the clean and noisy rows are taken
-    from the first variant and only the reconstructed row from each.
+
+def reconstruction_rows(answer: dict[str, Any], grids: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """The reconstruction picture's rows, top to bottom: (label, pixels), cut from each variant's final.png.
+
+    An input row (clean, noisy) that every variant shares is shown once, at the top; one that
+    differs between variants (a study that varies `data.noise.*`) is shown in each variant's own
+    block, just above that variant's reconstruction, so no output is seen against another
+    variant's input.
+
+    Args:
+        answer: the answer (its `median_runs`, `family` and `objective`).
+        grids: cell -> the grey pixels of its median-seed run's `reconstructions/final.png`.
+    """
+    cells = [cell for cell in answer["median_runs"] if cell in grids]
+    if not cells:
+        return []
+    own = FAMILY_ROWS.get(answer.get("family", "unet"), (("", 2),))  # the variant's outputs, and their names
+    count = 1 + max(index for _, index in own)
+    parts = {cell: split_rows(grids[cell], count) for cell in cells}
+    first = parts[cells[0]]
+    shared = [(name, index) for name, index in INPUT_ROWS
+              if all(np.array_equal(parts[cell][index], first[index]) for cell in cells)]  # fmt: skip
+    rows = [(name, first[index]) for name, index in shared]
+    metric = answer["objective"]["metric"]
+    for cell in cells:
+        run = answer["median_runs"][cell]
+        rows += [(f"{cell}: {name}", parts[cell][index]) for name, index in INPUT_ROWS if (name, index) not in shared]
+        for name, index in own:
+            label = f"{cell}: {name or 'reconstruction'}\n(seed {run['seed']}, median of {run['of']}; {metric} {run['value']:.4f})"
+            rows.append((label, parts[cell][index]))
+    return rows
+
+
+def reconstructions_png(answer: dict[str, Any], images: dict[str, Path], path: Path) -> Path | None:
+    """One picture of the same validation images: the inputs, then each variant's output (its median-seed run).
+
+    The rows are `reconstruction_rows`; their pixels are placed unscaled (as MLflow holds them),
+    with the labels in a margin on the left, so the picture shows exactly what each run logged.
     """
     import matplotlib
 
@@ -398,34 +434,32 @@ def reconstructions_png(answer: dict[str, Any], images: dict[str, Path], path: P
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    cells = [cell for cell in answer["median_runs"] if cell in images]
-    if not cells:
+    grids = {cell: np.asarray(Image.open(file).convert("L")) for cell, file in images.items()}
+    rows = reconstruction_rows(answer, grids)
+    if not rows:
         return None
     family = answer.get("family", "unet")
-    own = FAMILY_ROWS.get(family, (("", 2),))  # which rows of final.png are the variant's own, and their names
-    count = 1 + max(index for _, index in own)
-    grids = {cell: np.asarray(Image.open(images[cell]).convert("L")) for cell in cells}
-    clean, noisy = split_rows(grids[cells[0]], count)[:2]
-    rows = [("clean", clean), ("noisy input", noisy)]
-    metric = answer["objective"]["metric"]
-    for cell in cells:
-        run = answer["median_runs"][cell]
-        parts = split_rows(grids[cell], count)
-        for name, index in own:
-            label = f"{cell}{': ' + name if name else ''}\n(seed {run['seed']}, median of {run['of']}; {metric} {run['value']:.4f})"
-            rows.append((label, parts[index]))
-    height, width = clean.shape
-    fig, axes = plt.subplots(len(rows), 1, figsize=(max(6, width / 60 + 3), 0.35 + len(rows) * max(0.9, height / 60)))
-    for ax, (label, picture) in zip(np.atleast_1d(axes), rows):
-        ax.imshow(picture, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     what = "best single member and ensemble" if family == "ensemble" else "reconstruction"
-    fig.suptitle(f"same validation images: clean, noisy, and each variant's {what}", fontsize=9)
-    out = _save(fig, path)
-    plt.close("all")
-    return out
+    title = f"same validation images: inputs, and each variant's {what}"
+    lines = [line for label, _ in rows for line in label.split("\n")]
+    margin = LABEL_CHAR_PX * max(len(line) for line in lines) + 2 * ROW_GAP_PX
+    # The title is set a point larger than the labels: a pixel more per character, and a margin.
+    width = max(margin + max(p.shape[1] for _, p in rows) + ROW_GAP_PX, (LABEL_CHAR_PX + 1) * len(title) + 2 * ROW_GAP_PX)
+    pitches = [max(p.shape[0], LABEL_LINE_PX * (label.count("\n") + 1)) + ROW_GAP_PX for label, p in rows]
+    canvas = np.full((TITLE_PX + sum(pitches), width), 255, dtype=np.uint8)
+    dpi = 110
+    fig = plt.figure(figsize=(width / dpi, canvas.shape[0] / dpi), dpi=dpi)
+    top = TITLE_PX
+    for (label, pixels), pitch in zip(rows, pitches):
+        canvas[top : top + pixels.shape[0], margin : margin + pixels.shape[1]] = pixels
+        centre = top + pixels.shape[0] / 2
+        fig.text((margin - ROW_GAP_PX) / width, 1 - centre / canvas.shape[0], label, ha="right", va="center", fontsize=8)
+        top += pitch
+    fig.figimage(np.repeat(canvas[..., None], 3, axis=2), 0, 0, origin="upper")  # RGB: no colormap rounding
+    fig.text(0.5, 1 - (TITLE_PX / 2) / canvas.shape[0], title, ha="center", va="center", fontsize=9)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
 
 
 def split_rows(grid: np.ndarray, rows: int = GRID_ROWS, gap: int = GRID_GAP, scale: int = GRID_SCALE) -> list[np.ndarray]:

@@ -55,16 +55,18 @@ def to_markdown(answer: dict[str, Any]) -> str:
         lines.append(effects_absent(answer))
     elif answer["effects"]:
         lines += [
-            "| factor | level - baseline | mean difference | 95% CI | n | p (t) | p (Holm) | verdict |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+            "| factor | level - baseline | mean difference | 95% CI | n | p (t) | p (Holm) | p (Wilcoxon) | verdict |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         for e in answer["effects"]:
             d = e["difference"]
             lines.append(
                 f"| `{e['factor']}` | {fmt_level(e['level'])} - {fmt_level(e['baseline'])} | {fmt(d['mean'])} | "
-                f"{fmt_ci(d['ci95'])} | {d['n']} | {fmt_p(e['p_value'])} | {fmt_p(e['p_holm'])} | {e['verdict']} |"
+                f"{fmt_ci(d['ci95'])} | {d['n']} | {fmt_p(e['p_value'])} | {fmt_p(e['p_holm'])} | "
+                f"{fmt_p(e['wilcoxon_p'])} | {e['verdict']} |"
             )
         lines += [""] + [f"- `{e['factor']}` {fmt_level(e['level'])}: {e['note']}." for e in answer["effects"]]
+        lines += picture_lines(answer, "effects", "paired differences with their intervals")
     else:
         lines.append("No factor has two levels: there is nothing to compare.")
     if design.get("enumerated", True):
@@ -73,13 +75,19 @@ def to_markdown(answer: dict[str, Any]) -> str:
         for cell in answer["cells"]:
             est = cell["estimate"]
             lines.append(f"| {cell['cell']} | {fmt(est['mean'])} | {fmt_ci(est['ci95'])} | {est['n']} |")
+    lines += ["", *curves_markdown(answer)]
     for name, section_lines in (("diffusion", diffusion_markdown), ("ensemble", ensemble_markdown)):
         if answer.get(name):
             lines += ["", *section_lines(answer[name])]
             while lines[-1] == "":
                 lines.pop()
+    if answer.get("ensemble"):
+        lines += picture_lines(answer, "ensemble", "ensemble scores and weights")
+    if not answer.get("diffusion"):
+        lines += ["", *reconstructions_markdown(answer)]
     lines += ["", "## Importances", ""]
     lines += importances_markdown(answer["importances"])
+    lines += picture_lines(answer, "importances", "importances with their bootstrap ranges")
     pareto = answer.get("pareto")
     if pareto:
         names = [o["metric"] for o in pareto["objectives"]]
@@ -90,6 +98,7 @@ def to_markdown(answer: dict[str, Any]) -> str:
                   + " | params |", "| ---: | " + " | ".join("---:" for _ in names) + " | --- |"]  # fmt: skip
         for t in pareto["front"]:
             lines.append(f"| {t['number']} | " + " | ".join(fmt(v) for v in t["values"]) + f" | {t['cell']} |")
+        lines += picture_lines(answer, "pareto", "every complete trial on the first two objectives, the front joined")
     best = answer["best"]
     lines += ["", "## Best configuration", ""]
     if best:
@@ -126,6 +135,75 @@ def to_markdown(answer: dict[str, Any]) -> str:
             f"| {t['number']} | {t['cell']} | {t['seed']} | {t['state']} | {values} | {fmt_duration(t['duration_s'])} | {link} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def picture_lines(answer: dict[str, Any], name: str, alt: str) -> list[str]:
+    """A Markdown image link to one of the report's PNGs, when it was written beside the Markdown."""
+    file = (answer.get("pictures") or {}).get(name)
+    return ["", f"![{alt}]({file})"] if file else []
+
+
+def final_epochs(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per shown variant, each curve metric at its last epoch: the mean over the seeds that reached it."""
+    from ablate.report.figures import curve_styles
+
+    metrics = list(curve_styles(answer))
+    rows = []
+    for cell, curves in answer["curves"].items():
+        last = {m: (curves[m]["epochs"][-1], curves[m]["mean"][-1], curves[m]["n"][-1])
+                for m in metrics if m in curves and curves[m]["epochs"]}  # fmt: skip
+        if last:
+            rows.append({
+                "cell": cell,
+                "epoch": max(epoch for epoch, _, _ in last.values()),
+                "seeds": max(n for _, _, n in last.values()),
+                "values": {m: value for m, (_, value, _) in last.items()},
+            })  # fmt: skip
+    return rows
+
+
+def curves_markdown(answer: dict[str, Any]) -> list[str]:
+    """The learning curves' Markdown lines: the final epoch of every curve per variant, and the chart's PNG."""
+    from ablate.report.figures import curve_styles, curves_note
+
+    lines = ["## Learning curves", ""]
+    rows = final_epochs(answer)
+    if not rows:
+        absent = answer.get("curves_absent")
+        return [*lines, f"No learning curves: {absent}." if absent else "No complete run has logged curves yet."]
+    metrics = list(curve_styles(answer))
+    lines += ["Final epoch, mean over seeds:", "", f"| cell | epoch | {' | '.join(metrics)} | seeds |",
+              "| --- | ---: | " + " | ".join("---:" for _ in metrics) + " | ---: |"]  # fmt: skip
+    for row in rows:
+        values = " | ".join(fmt(row["values"].get(m)) for m in metrics)
+        lines.append(f"| {row['cell']} | {row['epoch']} | {values} | {row['seeds']} |")
+    shown = answer.get("shown_cells") or {}
+    if shown and shown["shown"] < shown["of"]:
+        lines += ["", f"The best {shown['shown']} of {shown['of']} variants (by mean {answer['objective']['metric']}) are shown."]
+    link = picture_lines(answer, "learning_curves", "learning curves: mean over seeds with a band from the lowest to the highest seed")
+    if link:
+        lines += [*link, "", f"{sentence(answer['methods']['band'])}. {sentence(curves_note(answer))}."]
+    else:
+        lines += ["", "The curves per epoch: the page, or `--format md --out DIR`, which writes `learning_curves.png` beside the Markdown."]
+    return lines
+
+
+def reconstructions_markdown(answer: dict[str, Any]) -> list[str]:
+    """The reconstructions' Markdown lines: the picture when it was written, else the runs it would show."""
+    lines = ["## Reconstructions side by side", ""]
+    file = (answer.get("pictures") or {}).get("reconstructions")
+    if file:
+        return [*lines, f"![the same validation images: inputs and each variant's output]({file})", "",
+                "The same fixed validation images in every trial; each variant shows its median-seed run."]  # fmt: skip
+    runs = answer["median_runs"]
+    if not runs:
+        return [*lines, "No complete run to show yet."]
+    if "reconstructions" in (answer.get("pictures") or {}):  # looked for, but no run had a reconstructions/final.png
+        return [*lines, "No reconstruction picture found in MLflow (reconstructions/final.png)."]
+    lines.append("Each variant's median-seed run (`--format md --out DIR` writes `reconstructions.png` beside the Markdown):")
+    lines += [""] + [f"- {cell}: trial {run['trial']}, seed {run['seed']} (median of {run['of']}), MLflow run {run['run_id']}"
+                     for cell, run in runs.items()]  # fmt: skip
+    return lines
 
 
 def importances_markdown(imp: dict[str, Any]) -> list[str]:
