@@ -7,6 +7,7 @@ searches against a real SQLite Optuna storage and MLflow store and read both bac
 from __future__ import annotations
 
 import io
+import sys
 
 import optuna
 import pytest
@@ -15,8 +16,10 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from ablate.progress import StudyProgress
+from ablate.cli import main as cli_main
+from ablate.sampling import SamplerUnavailableError, pruner_for
 from ablate.spec import SpecError, cell_key, spec_from_dict
-from ablate.study import run_study
+from ablate.study import open_study, run_study
 
 from conftest import tiny_study
 
@@ -242,3 +245,140 @@ def test_a_stored_spec_rebuilds_when_a_factor_varies_what_a_setting_derives_from
     assert spec.model.block == "plain"
     rebuilt = type(spec).model_validate(spec.to_file())
     assert [rebuilt.run_config(c, seed=0).model.block for c in rebuilt.cells()] == ["plain", "residual", "residual"]
+
+
+def test_a_factor_conditional_on_a_null_level_stays_off_while_its_parent_is_absent() -> None:
+    # train.max_seconds exists only with skip concat; dropout only when max_seconds is null. With
+    # skip none max_seconds is absent, which is not the level null: dropout must stay off too.
+    factors = {
+        "model.skip": ["concat", "none"],
+        "train.max_seconds": {"levels": [None, 60], "when": {"model.skip": "concat"}},
+        "model.dropout": {"levels": [0.0, 0.1], "when": {"train.max_seconds": None}},
+    }
+    cells = spec_of(factors=factors).cells()
+    assert [cell_key(c) for c in cells] == [
+        "model.dropout=0.0,model.skip=concat,train.max_seconds=null",
+        "model.dropout=0.1,model.skip=concat,train.max_seconds=null",
+        "model.skip=concat,train.max_seconds=60",
+        "model.skip=none",
+    ]
+    # true is not 1: a condition on the level true does not hold for a parent at 1
+    flags = {"model.residual_blocks": [0, 1], "model.dropout": {"levels": [0.0, 0.1], "when": {"model.residual_blocks": True}}}
+    assert "when model.residual_blocks is [True], but model.residual_blocks's levels are [0, 1]" in refused(factors=flags)
+
+
+def pruned_at(spec, *, epochs: int, bad_trials: int = 8) -> list[int | None]:
+    """Epochs at which the study's real Optuna pruner stops trials far worse than six good ones."""
+    study = optuna.create_study(pruner=pruner_for(spec), study_name="pruning", sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(6):
+        trial = study.ask()
+        for epoch in range(1, epochs + 1):
+            trial.report(0.1, epoch)
+            assert not trial.should_prune()  # asked as the worker does: it records the rungs passed
+        study.tell(trial, 0.1)
+    stops: list[int | None] = []
+    for _ in range(bad_trials):
+        trial = study.ask()
+        stop = None
+        for epoch in range(1, epochs + 1):  # epochs are reported as steps 1, 2, ..., as the worker does
+            trial.report(10.0, epoch)
+            if trial.should_prune():
+                stop = epoch
+                break
+        study.tell(trial, state=TrialState.PRUNED if stop else TrialState.COMPLETE, values=None if stop else 10.0)
+        stops.append(stop)
+    return stops
+
+
+@pytest.mark.parametrize("pruner", ["median", "successive-halving", "hyperband"])
+@pytest.mark.parametrize("warmup", [0, 1, 2])
+def test_warmup_epochs_are_never_pruned_and_the_next_epoch_can_be(pruner: str, warmup: int) -> None:
+    epochs = 5
+    spec = spec_of(
+        design="search", factors={"model.skip": ["none", "concat"]}, repeats=1,
+        search={"pruner": pruner, "warmup_epochs": warmup}, train={"epochs": epochs},
+    )  # fmt: skip
+    stops = pruned_at(spec, epochs=epochs)
+    assert all(stop is None or stop > warmup for stop in stops), stops
+    assert warmup + 1 in stops, stops  # not held back longer than asked
+
+
+def test_a_warmup_as_long_as_training_never_prunes() -> None:
+    spec = spec_of(
+        design="search", factors={"model.skip": ["none", "concat"]}, repeats=1,
+        search={"pruner": "hyperband", "warmup_epochs": 2}, train={"epochs": 2},
+    )  # fmt: skip
+    assert pruned_at(spec, epochs=2) == [None] * 8
+
+
+def test_a_gp_search_without_pytorch_is_refused_before_anything_is_created(project, write_study, monkeypatch, capsys) -> None:
+    # None in sys.modules is how Python spells "not installed": import and find_spec both fail.
+    monkeypatch.setitem(sys.modules, "torch", None)
+    raw = tiny_study("gp", design="search", repeats=1, factors=SEARCH_FACTORS, search={"sampler": "gp", "trials": 2})
+    with pytest.raises(SamplerUnavailableError, match=r"search\.sampler gp .*torch is not installed.*`pip install 'ablate\[gp\]'`"):
+        run(raw, project)
+    assert not project.home.exists()  # no folder, no storage, no MLflow run
+    storage = f"sqlite:///{project.home.parent / 'shared.db'}"
+    with pytest.raises(SamplerUnavailableError):  # `ablate submit` opens the study this way
+        open_study(spec_from_dict(raw).spec, storage)
+    assert optuna.get_all_study_summaries(storage) == []
+    assert cli_main(["validate", str(write_study(raw))]) == 2
+    assert "pip install 'ablate[gp]'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_hyperband_prunes_in_optuna_and_in_mlflow(project) -> None:
+    # Epochs are the resource: with 2 epochs (reduction factor 3) there is one bracket, whose rung
+    # after epoch 1 promotes the best third. A learning rate of 1e-9 cannot train, so it loses that
+    # rung to any earlier 0.01 trial; the local run's sampler is seeded, so the order is fixed.
+    raw = tiny_study(
+        "hyperband", design="search", repeats=1,
+        data={"dataset": "mnist-embedded", "train_size": 128, "val_size": 32, "test_size": 32},
+        model={"filters": 2, "depth": 2},
+        factors={"train.learning_rate": [0.01, 1e-9]},
+        search={"sampler": "random", "trials": 6, "pruner": "hyperband", "warmup_epochs": 0},
+        train={"epochs": 2, "batch_size": 64}, tracking={"image_every": 0, "images": 2, "save_model": False},
+    )  # fmt: skip
+    outcome = run(raw, project)
+    study = optuna.load_study(study_name="hyperband", storage=project.storage)
+    assert isinstance(pruner_for(spec_from_dict(raw).spec), optuna.pruners.HyperbandPruner)
+    trials = study.get_trials()
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned, [(t.params, t.state.name, t.intermediate_values) for t in trials]
+    assert outcome.pruned == len(pruned) and outcome.complete + outcome.pruned == 6
+    assert any(t.params["train.learning_rate"] == 1e-9 for t in pruned)
+    client = MlflowClient(project.tracking_uri)
+    for trial in pruned:
+        logged = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert logged.info.status == "FINISHED"  # MLflow has no PRUNED status; the tag says it
+        assert logged.data.tags["ablate.state"] == "pruned"
+        stopped = int(logged.data.tags["ablate.stopped_epoch"])
+        assert stopped == max(trial.intermediate_values)
+        assert len(client.get_metric_history(logged.info.run_id, "val_loss")) == stopped
+
+
+@pytest.mark.slow
+def test_cmaes_searches_int_and_float_factors_and_logs_them(project) -> None:
+    raw = tiny_study(
+        "cmaes", design="search", repeats=1,
+        data={"dataset": "mnist-embedded", "train_size": 128, "val_size": 32, "test_size": 32},
+        factors={
+            "model.filters": {"type": "int", "low": 2, "high": 6, "step": 2},
+            "train.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+        },
+        search={"sampler": "cmaes", "trials": 3},
+        train={"epochs": 1, "batch_size": 64}, tracking={"image_every": 0, "images": 2, "save_model": False},
+    )  # fmt: skip
+    outcome = run(raw, project)
+    assert (outcome.complete, outcome.failed) == (3, 0)
+    study = optuna.load_study(study_name="cmaes", storage=project.storage)
+    client = MlflowClient(project.tracking_uri)
+    for trial in study.get_trials():
+        params = trial.params
+        assert params["model.filters"] in (2, 4, 6) and 1e-4 <= params["train.learning_rate"] <= 1e-2
+        logged = client.get_run(trial.user_attrs["mlflow_run_id"]).data
+        assert logged.params["model.filters"] == str(params["model.filters"])
+        assert float(logged.params["train.learning_rate"]) == pytest.approx(params["train.learning_rate"])
+        assert trial.value == pytest.approx(logged.metrics["val_loss"])
+    # The first trial is CMA-ES's random start; the others come from its search distribution.
+    assert [("cma:generation" in t.system_attrs) for t in study.get_trials()] == [False, True, True]

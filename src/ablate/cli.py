@@ -193,6 +193,9 @@ def _validate(args: argparse.Namespace, console: Any) -> int:
     spec = loaded.spec
     for profile in spec.profiles:  # every profile must apply cleanly, not only the chosen one
         load_spec(args.study_file, profile=profile, overrides=tuple(args.overrides))
+    from ablate.sampling import require_samplers
+
+    require_samplers(spec)  # what `ablate run` would refuse, refused here too
     cells = spec.cells()
     trials = spec.planned_trials
     table = Table(title=f"study {spec.name}" + (f" (profile {loaded.profile})" if loaded.profile else ""), show_header=False)

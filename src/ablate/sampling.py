@@ -7,6 +7,7 @@ comparisons). A search study asks its sampler for each trial's params; see `Sear
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import warnings
 import zlib
@@ -16,12 +17,49 @@ import optuna
 
 from ablate.errors import AblateError
 from ablate.launch import WORKER_INDEX_ENV
-from ablate.spec import Level, StudySpec
+from ablate.spec import Level, SpecError, StudySpec
 
 
+class SamplerUnavailableError(SpecError):
+    """The chosen sampler needs a package that is not installed; refused before anything is created."""
 
-class SamplerUnavailableError(AblateError):
-    """The chosen sampler needs a package that is not installed."""
+
+# Samplers whose package may be missing: the module to find, what needs it, how to install it.
+OPTIONAL_SAMPLERS: dict[str, tuple[str, str, str]] = {
+    "gp": ("torch", "Optuna's GPSampler, which runs on PyTorch", "pip install 'ablate[gp]'"),
+    "cmaes": ("cmaes", "Optuna's CmaEsSampler, which needs the cmaes package", "pip install cmaes"),
+}
+
+
+def require_samplers(spec: StudySpec) -> None:
+    """Refuse a study whose Optuna sampler needs a package that is not installed.
+
+    Called before any study, run or folder is created (`ablate run`, `ablate validate`, and
+    `open_study` for `ablate submit`), so a missing PyTorch never leaves an empty study behind.
+    Finding the package is enough here; importing PyTorch would cost seconds.
+
+    Raises:
+        SamplerUnavailableError: names the setting, the package and the install command.
+    """
+    for setting, name in samplers_used(spec).items():
+        if name not in OPTIONAL_SAMPLERS:
+            continue
+        module, what, install = OPTIONAL_SAMPLERS[name]
+        if importlib.util.find_spec(module) is None:
+            raise SamplerUnavailableError(
+                f"study {spec.name!r}: {setting} {name} is {what}, and {module} is not installed. "
+                f"Install it with `{install}`, or choose another sampler (--set {setting}=tpe)."
+            )
+
+
+def samplers_used(spec: StudySpec) -> dict[str, str]:
+    """The Optuna samplers a study runs, by the setting that names them."""
+    used: dict[str, str] = {}
+    if spec.design == "search" and spec.engine == "optuna":
+        used["search.sampler"] = spec.search.sampler
+    if spec.model.family == "ensemble" and spec.ensemble.source == "train":
+        used["ensemble.sampler"] = spec.ensemble.sampler  # each trial's own weight search
+    return used
 
 
 def sampler_for(spec: StudySpec, *, trials_so_far: int = 0, salt: str | None = None) -> optuna.samplers.BaseSampler:
@@ -49,19 +87,10 @@ def sampler_for(spec: StudySpec, *, trials_so_far: int = 0, salt: str | None = N
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
-        try:
-            import cmaes  # noqa: F401
-        except ImportError:
-            raise SamplerUnavailableError("search.sampler cmaes needs the cmaes package: pip install cmaes") from None
+        require_samplers(spec)
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "gp":
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            raise SamplerUnavailableError(
-                "search.sampler gp is Optuna's GPSampler, which needs PyTorch: pip install 'ablate[gp]' "
-                "(or use tpe, or engine: keras-tuner with sampler bayesian)"
-            ) from None
+        require_samplers(spec)
         return optuna.samplers.GPSampler(seed=seed)
     if name == "nsga2" or multi:
         return optuna.samplers.NSGAIISampler(seed=seed)
@@ -73,18 +102,22 @@ def pruner_for(spec: StudySpec) -> optuna.pruners.BasePruner:
 
     Optuna's default (the median pruner) would stop cells that start slowly, and an ablation
     would then lose exactly the seeds it needs for paired differences. A search may prune:
-    `median` after `warmup_epochs`, `successive-halving` and `hyperband` with epochs as the
-    resource, `wilcoxon` across the seeds of an averaging trial.
+    `median`, `successive-halving` and `hyperband` with epochs as the steps (the resource), never
+    during a trial's first `warmup_epochs` epochs; `wilcoxon` across the seeds of an averaging trial.
     """
     if spec.design != "search":
         return optuna.pruners.NopPruner()
     search = spec.search
+    first = first_prunable_epoch(spec)
+    if search.pruner in ("median", "successive-halving", "hyperband") and first > spec.train.epochs:
+        # Every epoch is warm-up: nothing can be pruned (and Hyperband refuses min_resource > max_resource).
+        return optuna.pruners.NopPruner()
     if search.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=search.warmup_epochs)
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=first)
     if search.pruner == "successive-halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=3)
     if search.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.train.epochs, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=spec.train.epochs, reduction_factor=3)
     if search.pruner == "wilcoxon":
         with warnings.catch_warnings():  # experimental since Optuna 3.6
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -92,6 +125,16 @@ def pruner_for(spec: StudySpec) -> optuna.pruners.BasePruner:
             # so p < 0.1 is reachable from the 4th seed on (repeats >= 5 to ever save a seed).
             return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
     return optuna.pruners.NopPruner()
+
+
+def first_prunable_epoch(spec: StudySpec) -> int:
+    """The first epoch after which an epoch-based pruner may stop a trial: `warmup_epochs` + 1.
+
+    Epochs are reported as steps 1, 2, ...; Optuna's MedianPruner may prune at step ==
+    n_warmup_steps, and SuccessiveHalving/Hyperband judge their first rung at step ==
+    min_resource. So both get warmup + 1: `warmup_epochs: 1` keeps epoch 1 safe.
+    """
+    return spec.search.warmup_epochs + 1
 
 
 def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Level]:

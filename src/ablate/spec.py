@@ -158,8 +158,22 @@ class Factor(Frozen):
         return text
 
     def active(self, params: dict[str, Level]) -> bool:
-        """Whether the factor exists in a trial with these (earlier) factor levels."""
-        return all(params.get(parent) in levels for parent, levels in (self.when or {}).items())
+        """Whether the factor exists in a trial with these (earlier) factor levels.
+
+        A parent that is itself absent (switched off by its own condition) switches its children
+        off too, even when a child's condition names `null`: absent is not the level `null`.
+        """
+        return all(
+            parent in params and any(same_level(params[parent], level) for level in levels)
+            for parent, levels in (self.when or {}).items()
+        )
+
+
+def same_level(a: Level, b: Level) -> bool:
+    """Whether two levels are the same: `true` is not `1` (Python's `True == 1`), but `1` is `1.0`."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return a == b
 
 
 PrunerName = Literal["none", "median", "successive-halving", "hyperband", "wilcoxon"]
@@ -182,7 +196,9 @@ class SearchSpec(Frozen):
     trials: int = Field(24, ge=1, le=100_000)
     pruner: PrunerName = "none"
     seeds: Literal["spread", "average"] = "spread"
-    warmup_epochs: int = Field(1, ge=0, description="epochs before the median pruner may stop a trial")
+    warmup_epochs: int = Field(
+        1, ge=0, description="a trial is never pruned during its first N epochs (median, successive-halving, hyperband)"
+    )
 
 
 class StudySpec(Frozen):
@@ -237,7 +253,9 @@ class StudySpec(Frozen):
                     )
                 parent_factor = factors[parent]
                 if parent_factor.type == "categorical":
-                    unknown = [level for level in levels if level not in (parent_factor.levels or ())]
+                    unknown = [
+                        level for level in levels if not any(same_level(level, known) for known in parent_factor.levels or ())
+                    ]
                     if unknown:
                         raise ValueError(
                             f"factor {name!r}: when {parent} is {unknown}, but {parent}'s levels are "

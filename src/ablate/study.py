@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ablate.errors import AblateError
 from ablate.home import Project, redact
 from ablate.progress import StudyProgress
-from ablate.sampling import directions, pruner_for, sampler_for
+from ablate.sampling import directions, pruner_for, require_samplers, sampler_for
 from ablate.spec import LoadedSpec, StudySpec, cell_key
 
 SPEC_ATTR = "ablate.spec"
@@ -83,6 +83,7 @@ def open_study(spec: StudySpec, storage: Any) -> optuna.Study:
 
     `storage` is a URL or an `optuna.storages.RDBStorage` (see `ablate.storage.open_storage`).
     """
+    require_samplers(spec)  # a missing sampler package must not leave an empty study behind
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=spec.name,
@@ -188,6 +189,7 @@ def run_study(
     trials run in child worker processes, each replaced by a fresh one after that many trials (the
     memory TensorFlow keeps from each model goes with it); 0 runs one worker in this process.
     """
+    require_samplers(loaded.spec)  # before the project folder, the storage or a run exists
     if loaded.spec.model.family == "ensemble" and loaded.spec.ensemble.source == "study":  # cheap weight trials
         from ablate.weight_study import run_weight_study
 
