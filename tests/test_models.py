@@ -1,11 +1,15 @@
-"""The U-Net builder: shapes, parameter counts, and how each skip mode wires the graph."""
+"""The model builders: U-Net shapes, parameter counts, how each skip mode wires the graph; the diffusion chain picture."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from ablate.config import ModelConfig
+from ablate.config import DiffusionConfig, ModelConfig
+from ablate.families.diffusion import chain_picture
+from ablate.images import chain_grid
 from ablate.models import build_unet
+from ablate.models.diffusion import build_denoiser, reverse_chain
 
 SHAPE = (28, 28, 1)
 
@@ -80,3 +84,19 @@ def test_block_and_residual_blocks_must_agree() -> None:
         ModelConfig(block="residual")
     with pytest.raises(ValidationError, match="applies only to model.block: residual"):
         ModelConfig(block="inception", residual_blocks=1)
+
+
+def test_the_chain_picture_shows_every_step_up_to_twenty_and_21_evenly_spaced_beyond() -> None:
+    x_T = np.random.default_rng(0).uniform(0.0, 1.0, size=(2, 28, 28, 1)).astype(np.float32)
+    clean = np.zeros_like(x_T)
+    # Every step up to T = 20; beyond, 21 evenly spaced steps (rounded half to even), both ends kept.
+    sampled = [30, 28, 27, 26, 24, 22, 21, 20, 18, 16, 15, 14, 12, 10, 9, 8, 6, 4, 3, 2, 0]
+    for steps, shown in ((20, range(20, -1, -1)), (30, sampled)):
+        diffusion = DiffusionConfig(steps=steps)
+        model = build_denoiser(ModelConfig(filters=2, depth=1), diffusion, SHAPE)
+        chain = reverse_chain(model, x_T, diffusion)  # x_T, ..., x_0: chain[k] is step T - k
+        picture = chain_picture(model, x_T, diffusion, clean)
+        frames = (picture.shape[1] // 2 + 2) // 30 - 1  # columns of 28 + 2 pixels, upscaled by 2, less the clean one
+        assert frames == 21, (steps, frames)
+        expected = chain_grid([chain[steps - t] for t in shown], clean)
+        np.testing.assert_array_equal(picture, expected)

@@ -41,7 +41,9 @@ from ablate.images import chain_grid, chain_steps
 from ablate.objective import TrialContext, TrialResult, log_model, model_summary
 from ablate.train import SeededBatches
 
-CHAIN_COLUMNS = 11  # frames shown per chain picture (x_T ... x_0, evenly spaced)
+# Frames per chain picture: every frame x_T ... x_0 up to T = 20 (the studies' T); beyond, 21
+# evenly spaced frames with both ends kept, so a T = 1000 picture stays readable (~1,300 px wide).
+CHAIN_COLUMNS = 21
 VALIDATION_STREAM = 2_000_003  # keeps the fixed validation chains apart from any trial seed's stream
 PURE_NOISE_LEVEL = 0.5  # the flat grey image the pure-noise samples are noised from
 
