@@ -113,6 +113,7 @@ class MlflowServer:
             "MLFLOW_AUTH_CONFIG_PATH": str(auth),
             "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex,
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # as docker-compose.yml: no job-runner processes
         }
 
     def start(self) -> None:

@@ -281,5 +281,8 @@ def _ui(args: argparse.Namespace, console: Any) -> int:
     if project.artifact_root:
         command += ["--default-artifact-root", project.artifact_root]
     console.print(f"MLflow UI for {project.home} at http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+    # MLflow 3's job runner (GenAI scorer jobs) would start a consumer process per queue (7 here,
+    # ~240 MB each); the UI of ablate's runs needs none of them. An explicit setting wins.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     os.execv(sys.executable, command)
     return 0  # not reached

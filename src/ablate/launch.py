@@ -6,11 +6,14 @@ waits. The storage and tracking URLs reach them through the environment, never t
 so a password in a URL does not show in the process list.
 
 **Recycling.** Keras and TensorFlow keep memory from every model a process builds, even after
-`clear_session()` (about 20 MB per trial here; keras#21090), and importing them takes seconds. So a
-worker runs its trials in a child process that exits after `--recycle-after N` trials and is then
-replaced by a fresh one: the import is paid once per N trials, and no process grows for more than
-N trials. The child is `ablate worker --recycle-after 0 --max-trials N`; it exits with
-`RECYCLE_EXIT` when it stopped at its limit while work remains, 0 when there is no more work.
+`clear_session()` (about 15 MB per tiny trial here; keras#21090), a GPU's memory goes back only
+when its process ends, and importing them takes seconds. So with `--recycle-after N` a worker's
+trials run in fresh processes of at most N trials each. On Linux the worker's child imports
+everything once and forks a fresh process for each batch of N trials (`ablate.forking`): the
+import is paid once per worker, the memory is given back after every batch. Elsewhere (or with
+`ABLATE_FORK=0`) the child is `ablate worker --recycle-after 0 --max-trials N` and exits with
+`RECYCLE_EXIT` when it stopped at its limit while work remains (0 when there is no more work), and
+this module starts the next one: the import is paid once per N trials.
 
 **Signals.** Each child runs in its own process group, so a Ctrl-C in the terminal (or a SIGTERM
 from `docker stop`) reaches only the parent, which passes exactly one SIGINT on to its children:
@@ -37,11 +40,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from ablate import forking
 from ablate.errors import AblateError
+from ablate.forking import RECYCLE_EXIT
 from ablate.home import HOME_ENV, STORAGE_ENV, TRACKING_ENV, Project
 
 RECYCLE_AFTER = 25  # trials per worker process (default of --recycle-after)
-RECYCLE_EXIT = 75  # a recycled child stopped at its trial limit and work remains: start the next one
 WORKER_INDEX_ENV = "ABLATE_WORKER_INDEX"  # seeds the worker's sampler (ablate.sampling.sampler_for)
 WORKER_ID_ENV = "ABLATE_WORKER_ID"  # how a recycled child names its worker: the parent's host:pid
 MARKS_ENV = "ABLATE_TRIAL_MARKS"  # set for children: mark each finished trial with a TRIAL_END_MARK line
@@ -163,6 +167,12 @@ class Slot:
     def command(self) -> list[str]:
         """The next child's command line: its trial limit and whether it recycles."""
         argv = [*self.argv, "--recycle-after", "0"]
+        if self.recycle_after and forking.available():
+            # One warm child imports once and runs each batch of trials in a fork of itself.
+            argv += ["--fork-every", str(self.recycle_after)]
+            if self.max_trials is not None:
+                argv += ["--max-trials", str(self.max_trials - self.ran)]
+            return argv
         limit = self.recycle_after or None
         if self.max_trials is not None:
             left = self.max_trials - self.ran

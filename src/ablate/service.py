@@ -64,6 +64,8 @@ def add_parser(commands: Any, common: argparse.ArgumentParser, overrides: argpar
 
     add_recycle_option(worker, what="run every trial in this process")
     worker.add_argument("--recycled", action="store_true", help=argparse.SUPPRESS)  # a recycling parent's child
+    # A recycling parent's warm child: run each batch of N trials in a fork of this process (ablate.forking).
+    worker.add_argument("--fork-every", type=_positive, metavar="N", help=argparse.SUPPRESS)
     worker.set_defaults(handler=_worker)
 
     status = commands.add_parser(
@@ -143,6 +145,25 @@ def _submit(args: argparse.Namespace, console: Any) -> int:
 def _worker(args: argparse.Namespace, console: Any) -> int:
     if args.recycle_after:
         return _recycling_worker(args, console)
+    if args.fork_every:
+        from ablate import forking
+
+        forking.preload()
+        return forking.run_batches(
+            lambda limit: _serve(args, console, max_trials=limit, recycled=True),
+            per_fork=args.fork_every,
+            max_trials=args.max_trials,
+            say=lambda text: console.print(text, style="dim", highlight=False),
+        )
+    return _serve(args, console, max_trials=args.max_trials, recycled=args.recycled)
+
+
+def _serve(args: argparse.Namespace, console: Any, *, max_trials: int | None, recycled: bool) -> int:
+    """Run trials in this process until there is no work or `max_trials` ran.
+
+    Returns `RECYCLE_EXIT` when `recycled` and it stopped at `max_trials` while work remains (a
+    recycling parent then starts the next process), else 0.
+    """
     from ablate.home import redact
     from ablate.progress import StudyProgress
     from ablate.storage import open_storage
@@ -189,9 +210,9 @@ def _worker(args: argparse.Namespace, console: Any) -> int:
     from ablate.launch import MARKS_ENV
 
     with (_marked_progress() if os.environ.get(MARKS_ENV) else StudyProgress)(console) as progress:
-        ran = serve(studies, progress=progress, max_trials=args.max_trials, wait=args.wait)
-    if args.recycled and args.max_trials is not None and ran >= args.max_trials and _work_left(studies(), wait=args.wait):
-        from ablate.launch import RECYCLE_EXIT
+        ran = serve(studies, progress=progress, max_trials=max_trials, wait=args.wait)
+    if recycled and max_trials is not None and ran >= max_trials and _work_left(studies(), wait=args.wait):
+        from ablate.forking import RECYCLE_EXIT
 
         console.print(f"worker {worker_id()}: ran {ran} trial(s), recycling this process", highlight=False)
         return RECYCLE_EXIT

@@ -1,0 +1,148 @@
+"""Trials in forked processes of a warm worker: the imports are paid once, the memory given back every time.
+
+A process that builds and trains model after model keeps growing, even after `clear_session()`
+and `gc` (about 15 MB per tiny trial here; keras#21090), and a GPU's memory goes back to the
+device only when the process that holds it ends. Starting a fresh Python process for the trials
+costs the Keras/TensorFlow import (7–10 s here) each time. So a recycling worker's child (see
+`ablate.launch`) imports everything a trial needs once, opens nothing (no storage connection, no
+MLflow store, no TensorFlow device, no thread of its own), and then runs each batch of
+`--recycle-after N` trials in a process forked from itself: the fork starts warm, connects,
+runs its N trials and exits, taking all it allocated with it. N = 1 gives every trial a fresh
+process.
+
+Linux only (where `fork` of a process that imported TensorFlow is safe as long as the parent has
+run no TensorFlow op); elsewhere, or with `ABLATE_FORK=0`, the recycling parent starts a fresh
+`ablate worker` process for each batch instead (`ablate.launch.Slot`).
+
+Signals: the warm parent passes SIGINT and SIGTERM on to its current fork (which records its
+trial as interrupted and hands it back) and starts no further fork. The fork dies with the warm
+parent (`PR_SET_PDEATHSIG`), as the warm parent dies with the recycling parent.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+FORK_ENV = "ABLATE_FORK"  # 0: no warm parent; each batch of trials gets a freshly started process
+RECYCLE_EXIT = 75  # a batch of trials stopped at its limit while work remains: start the next one
+INTERRUPTED_EXIT = 130
+# What a trial imports, loaded once in the warm parent. Importing these runs no TensorFlow op and
+# starts no connection; anything that does (a device query, a storage) happens in the fork.
+PRELOAD = (
+    "keras",
+    "optuna",
+    "mlflow",
+    "sqlalchemy",
+    "ablate.worker",
+    "ablate.objective",
+    "ablate.train",
+    "ablate.data",
+    "ablate.models",
+    "ablate.images",
+    "ablate.families.unet",
+    "ablate.families.diffusion",
+    "ablate.families.ensemble",
+)
+
+
+def available() -> bool:
+    """Whether trials can run in forks of a warm parent here (Linux, not turned off by $ABLATE_FORK=0)."""
+    return sys.platform.startswith("linux") and os.environ.get(FORK_ENV, "1").strip() not in ("0", "false", "no")
+
+
+def preload() -> None:
+    """Import what a trial needs, so that every fork starts with it imported."""
+    for name in PRELOAD:
+        importlib.import_module(name)
+
+
+def run_batches(
+    batch: Callable[[int], int], *, per_fork: int, max_trials: int | None, say: Callable[[str], None] = print
+) -> int:
+    """Run `batch(limit)` in one fork after another; return the exit code that ends the worker.
+
+    `batch(limit)` runs up to `limit` trials and returns `RECYCLE_EXIT` when it stopped at its
+    limit while work remains, 0 when no work is left. The next fork starts only after
+    `RECYCLE_EXIT`; any other code (0, an error, an interrupt) is this worker's exit code. `say`
+    is told of each fork that is replaced.
+    """
+    ran = 0
+    while True:
+        limit = per_fork if max_trials is None else min(per_fork, max_trials - ran)
+        pid, code, interrupted = _in_fork(lambda: batch(limit))
+        if interrupted:
+            return code if code != 0 else INTERRUPTED_EXIT
+        if code != RECYCLE_EXIT:
+            return code
+        ran += limit
+        if max_trials is not None and ran >= max_trials:
+            return 0
+        say(f"worker process {pid} ran its {limit} trial(s); starting a fresh one (forked from {os.getpid()})")
+
+
+def _in_fork(call: Callable[[], int]) -> tuple[int, int, bool]:
+    """Run `call` in a forked child; return its pid, its exit code and whether we were interrupted meanwhile."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # or the child would write our buffered lines a second time
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(_child(call, parent))
+    interrupted = False
+
+    def forward(signum: int, frame: Any) -> None:
+        nonlocal interrupted
+        interrupted = True
+        try:
+            os.kill(pid, signal.SIGINT)  # the child records its trial as interrupted and exits
+        except ProcessLookupError:
+            pass
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _, status = os.waitpid(pid, 0)  # retried after each forwarded signal (PEP 475)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return pid, os.waitstatus_to_exitcode(status), interrupted
+
+
+def _child(call: Callable[[], int], parent: int) -> int:
+    """The fork's life: die with the warm parent, take Ctrl-C as KeyboardInterrupt, run, flush."""
+    _die_with(parent)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code = int(call() or 0)
+    except KeyboardInterrupt:
+        code = INTERRUPTED_EXIT
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else 1
+    except BaseException:  # noqa: BLE001 - the fork must never return into the parent's loop
+        traceback.print_exc()
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed pipe: nothing more to say
+            pass
+    return code
+
+
+def _die_with(parent: int) -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+__all__ = ["FORK_ENV", "RECYCLE_EXIT", "available", "preload", "run_batches"]
