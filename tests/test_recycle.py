@@ -8,6 +8,7 @@ terminal (Ctrl-C) or `kill -9` would.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -59,6 +60,25 @@ def test_run_replaces_its_worker_process_every_n_trials(write_study, project) ->
         assert run.info.status == "FINISHED" and run.data.metrics["val_loss"] == pytest.approx(trial.value)
     parent = client.get_run(trials[0].user_attrs["mlflow_run_id"]).data.tags["mlflow.parentRunId"]
     assert client.get_run(parent).info.status == "FINISHED"
+
+
+def test_each_batch_runs_in_a_fork_of_one_warm_process_that_imported_once(write_study, project) -> None:
+    # A fork takes no new trial once it has run $ABLATE_FORK_SECONDS: here at once, so each of the
+    # 4 trials gets a fresh fork although --recycle-after allows 10 per process.
+    path = write_study(tiny("forked"))
+    result = subprocess.run(
+        [ABLATE, "run", str(path), "--home", str(project.home), "--recycle-after", "10"],
+        env={**ENV, "ABLATE_FORK_SECONDS": "0.001"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "4/4 complete" in result.stderr
+    forked = re.findall(r"worker process (\d+) ran its 1 trial\(s\); starting a fresh one \(forked from (\d+)\)", result.stderr)
+    assert len(forked) == 3, result.stderr  # the 4th fork finds no more work
+    assert len({warm for _, warm in forked}) == 1  # one warm process: Keras imported once
+    trials = trials_of(project, "forked")
+    pids = [int(t.user_attrs["ablate.worker"].rsplit(":", 1)[1]) for t in trials]
+    assert len(set(pids)) == 4 and {int(p) for p, _ in forked} < set(pids)  # a fresh process per trial
+    assert all(t.state == TrialState.COMPLETE for t in trials)
 
 
 def test_worker_recycles_under_one_id_and_keeps_its_trial_limit(write_study, project, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,20 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     console = Console(stderr=True, soft_wrap=True)  # no hard wraps: paths and URLs stay copyable
+    return exit_code(lambda: int(args.handler(args, console) or 0), console)
+
+
+def exit_code(call: Callable[[], int], console: Any) -> int:
+    """Run a command's work and turn what ends it into the exit code, with the reason printed.
+
+    A bad study file or setting is 2, any other error of ours 1 (the message, no traceback), an
+    interrupt 130; anything else is a bug and keeps its traceback. Forked workers use it too.
+    """
     from ablate.errors import AblateError
     from ablate.spec import SpecError
 
     try:
-        return int(args.handler(args, console) or 0)
+        return call()
     except SpecError as error:
         _print_error(console, error)
         return 2

@@ -42,7 +42,7 @@ from typing import IO, Any
 
 from ablate import forking
 from ablate.errors import AblateError
-from ablate.forking import RECYCLE_EXIT
+from ablate.forking import FORK_SECONDS, RECYCLE_EXIT
 from ablate.home import HOME_ENV, STORAGE_ENV, TRACKING_ENV, Project
 
 RECYCLE_AFTER = 25  # trials per worker process (default of --recycle-after)
@@ -84,8 +84,10 @@ def add_recycle_option(parser: argparse.ArgumentParser, *, what: str) -> None:
     """`--recycle-after N` on `run`, `reproduce` and `worker`."""
     parser.add_argument(
         "--recycle-after", type=recycle_count, default=RECYCLE_AFTER, metavar="N",
-        help=f"run trials in a child worker process that is replaced by a fresh one after every N trials, so memory "
-        f"that TensorFlow keeps from each model is given back (default {RECYCLE_AFTER}; 0: {what})",
+        help=f"run trials in worker processes that are replaced by fresh ones after every N trials, so memory that "
+        f"TensorFlow keeps from each model (and a GPU's) is given back; on Linux each is forked from a process that "
+        f"imported Keras once, and also takes no new trial after {FORK_SECONDS:g} s, so long trials each get a "
+        f"fresh process (default {RECYCLE_AFTER}; 0: {what})",
     )  # fmt: skip
 
 

@@ -148,22 +148,44 @@ def _worker(args: argparse.Namespace, console: Any) -> int:
     if args.fork_every:
         from ablate import forking
 
-        forking.preload()
+        from ablate.cli import exit_code
+
+        def batch(limit: int) -> tuple[int, int]:
+            ran = [0]
+
+            def serve_batch() -> int:
+                code, ran[0] = _serve(args, console, max_trials=limit, recycled=True, max_seconds=forking.FORK_SECONDS)
+                return code
+
+            return exit_code(serve_batch, console), ran[0]  # errors end the fork as they end a command
+
+        forking.preload(_project(args).tracking_uri)
         return forking.run_batches(
-            lambda limit: _serve(args, console, max_trials=limit, recycled=True),
+            batch,
             per_fork=args.fork_every,
             max_trials=args.max_trials,
             say=lambda text: console.print(text, style="dim", highlight=False),
         )
-    return _serve(args, console, max_trials=args.max_trials, recycled=args.recycled)
+    return _serve(args, console, max_trials=args.max_trials, recycled=args.recycled)[0]
 
 
-def _serve(args: argparse.Namespace, console: Any, *, max_trials: int | None, recycled: bool) -> int:
-    """Run trials in this process until there is no work or `max_trials` ran.
+def _serve(
+    args: argparse.Namespace,
+    console: Any,
+    *,
+    max_trials: int | None,
+    recycled: bool,
+    max_seconds: float | None = None,
+) -> tuple[int, int]:
+    """Run trials in this process until there is no work, `max_trials` ran, or (after a trial)
+    `max_seconds` passed; return the exit code and how many trials ran.
 
-    Returns `RECYCLE_EXIT` when `recycled` and it stopped at `max_trials` while work remains (a
+    The code is `RECYCLE_EXIT` when `recycled` and it stopped at a limit while work remains (a
     recycling parent then starts the next process), else 0.
     """
+    import time
+
+    stop_at = None if max_seconds is None else time.monotonic() + max_seconds
     from ablate.home import redact
     from ablate.progress import StudyProgress
     from ablate.storage import open_storage
@@ -210,14 +232,15 @@ def _serve(args: argparse.Namespace, console: Any, *, max_trials: int | None, re
     from ablate.launch import MARKS_ENV
 
     with (_marked_progress() if os.environ.get(MARKS_ENV) else StudyProgress)(console) as progress:
-        ran = serve(studies, progress=progress, max_trials=max_trials, wait=args.wait)
-    if recycled and max_trials is not None and ran >= max_trials and _work_left(studies(), wait=args.wait):
+        ran = serve(studies, progress=progress, max_trials=max_trials, wait=args.wait, stop_at=stop_at)
+    at_limit = (max_trials is not None and ran >= max_trials) or (stop_at is not None and time.monotonic() >= stop_at)
+    if recycled and at_limit and _work_left(studies(), wait=args.wait):
         from ablate.forking import RECYCLE_EXIT
 
         console.print(f"worker {worker_id()}: ran {ran} trial(s), recycling this process", highlight=False)
-        return RECYCLE_EXIT
+        return RECYCLE_EXIT, ran
     console.print(f"worker {worker_id()}: no more work; ran {ran} trial(s)", highlight=False)
-    return 0
+    return 0, ran
 
 
 def _recycling_worker(args: argparse.Namespace, console: Any) -> int:

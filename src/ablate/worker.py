@@ -174,6 +174,7 @@ def serve(
     wait: bool = True,
     requeue_on_interrupt: bool = True,
     end_parents: bool = True,
+    stop_at: float | None = None,
 ) -> int:
     """Run trials of the given studies until none has work left; return how many ran.
 
@@ -188,15 +189,20 @@ def serve(
         wait: keep polling while other workers' trials run.
         requeue_on_interrupt: on Ctrl-C / SIGTERM, enqueue a retry of the current trial.
         end_parents: end a study's MLflow parent run when its last trial finishes.
+        stop_at: take no new trial after this `time.monotonic()` moment, once one trial has run.
     """
     ran = 0
     while True:
         progressed = False
         works = studies()
         for work in works:
+            if _out_of_time(stop_at, ran):
+                return ran
             fail_stale(work)
             left = None if max_trials is None else max_trials - ran
-            done = drain(work, progress=progress, max_trials=left, on_interrupt_requeue=requeue_on_interrupt)
+            done = drain(
+                work, progress=progress, max_trials=left, on_interrupt_requeue=requeue_on_interrupt, stop_at=stop_at
+            )
             ran += done
             progressed = progressed or done > 0
             if done and end_parents:
@@ -217,14 +223,16 @@ def drain(
     progress: StudyProgress,
     max_trials: int | None = None,
     on_interrupt_requeue: bool = True,
+    stop_at: float | None = None,
 ) -> int:
-    """Run this study's enqueued trials until none is waiting (or `max_trials` ran); return how many."""
+    """Run this study's enqueued trials until none is waiting (or `max_trials` ran, or `stop_at` passed
+    after a trial); return how many."""
     from ablate.train import enable_gpu_memory_growth
 
     enable_gpu_memory_growth()
     work.tags = worker_tags(work)
     ran = 0
-    while max_trials is None or ran < max_trials:
+    while (max_trials is None or ran < max_trials) and not _out_of_time(stop_at, ran):
         trial = pop_trial(work)
         if trial is None and work.spec.design == "search":
             trial = ask_search(work)
@@ -234,6 +242,11 @@ def drain(
         with Heartbeat(work.storage, trial._trial_id):
             run_trial(work, trial, progress=progress, requeue_on_interrupt=on_interrupt_requeue)
     return ran
+
+
+def _out_of_time(stop_at: float | None, ran: int) -> bool:
+    """Whether a worker told to stop at `stop_at` should take no new trial (never before its first)."""
+    return stop_at is not None and ran > 0 and time.monotonic() >= stop_at
 
 
 def worker_tags(work: StudyWork) -> dict[str, Any]:
