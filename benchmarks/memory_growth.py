@@ -1,19 +1,22 @@
-"""Memory across many trials in one worker: `ablate run` of 200 tiny trials, without and with recycling.
+"""Memory across many trials in one worker: `ablate run` of 200 tiny trials, in one process and recycled.
 
 Keras/TensorFlow keep memory from every model a process builds, even after `clear_session()` and
 `gc` (keras#21090), so a worker that runs trial after trial grows. `ablate run` and `ablate
-worker` therefore run trials in child processes replaced every `--recycle-after N` trials. This
-script runs the same study of tiny trials (2 base filters, 64 training images, 1 epoch) once with
-`--recycle-after 0` (every trial in the `ablate run` process, as before recycling) and once with
-`--recycle-after N`, and samples the resident memory (VmRSS from /proc) of the `ablate run`
-process and of its worker children each time a trial ends (read from the command's output).
+worker` therefore run trials in processes replaced every `--recycle-after N` trials (and, on Linux,
+forked from a warm process that imported Keras once, a fork taking no new trial after
+$ABLATE_FORK_SECONDS). This script runs the same study of tiny trials (2 base filters, 64 training
+images, 1 epoch) in each mode and samples the memory of the whole process tree each time a trial
+ends (read from the command's output):
 
-Reported per mode:
-- parent: the `ablate run` process (with recycling it imports no Keras and runs no trial);
-- worker: the process that ran the trial (the parent itself without recycling);
-- MB/trial: least-squares slope of RSS against the trial count (from trial 10 on, past the
-  warm-up); for the worker with recycling, the mean slope within each child's life (the rate at
-  which a process grows), and for the whole tree the growth of parent + live children over the run.
+- `in-process`: `--recycle-after 0`, every trial in the `ablate run` process (as before recycling);
+- `fork`: `--recycle-after N`, batches in forks of one warm process (the default on Linux);
+- `exec`: the same with `ABLATE_FORK=0`: a freshly started `ablate worker` process per batch.
+
+Memory is PSS (proportional set size, /proc/PID/smaps_rollup): pages a fork shares with its warm
+parent are counted once, split between them, so the sum over the tree is what the tree costs.
+Reported per mode: the tree's memory at the first and last trial and its least-squares slope in
+MB per trial over the run (from trial 10 on, past the warm-up), the tree's peak, the largest RSS of
+any process, how many processes ran trials, and the wall time.
 
     .venv/bin/python benchmarks/memory_growth.py --trials 200 --recycle-after 25
 """
@@ -41,40 +44,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--recycle-after", type=int, default=25)
-    parser.add_argument("--modes", default="in-process,recycled", help="comma-separated: in-process, recycled")
+    parser.add_argument("--modes", default="in-process,fork,exec", help="comma-separated: in-process, fork, exec")
     args = parser.parse_args()
 
     from _common import report
 
     results: dict[str, Any] = {}
     for mode in args.modes.split(","):
-        recycle = 0 if mode == "in-process" else args.recycle_after
-        results[mode] = measure(args.trials, recycle)
+        results[mode] = measure(args.trials, mode, args.recycle_after)
         print(f"{mode}: {summary_line(results[mode])}", flush=True)
 
     rows = []
     for mode, r in results.items():
         rows.append([
-            mode if mode == "in-process" else f"{mode} every {args.recycle_after}",
-            r["trials"], round(r["wall_s"], 1), r["worker_processes"],
-            f"{r['parent_mb'][0]:.0f} -> {r['parent_mb'][-1]:.0f}", round(r["parent_mb_per_trial"], 2),
-            round(r["worker_peak_mb"]), round(r["worker_mb_per_trial"], 2),
+            mode if mode == "in-process" else f"{mode}, every {args.recycle_after}",
+            r["trials"], round(r["wall_s"], 1), r["trial_processes"],
             f"{r['tree_mb'][0]:.0f} -> {r['tree_mb'][-1]:.0f}", round(r["tree_mb_per_trial"], 2),
+            round(max(r["tree_mb"])), round(r["largest_rss_mb"]),
         ])  # fmt: skip
     report(
         "memory_growth",
-        f"Resident memory over {args.trials} tiny trials in one study (2 filters, 64 images, 1 epoch)",
-        ["mode", "trials", "wall s", "worker processes", "parent MB first -> last", "parent MB/trial",
-         "worker peak MB", "worker MB/trial (within a process)", "all MB first -> last", "all MB/trial over the run"],
+        f"Memory (PSS of the process tree) over {args.trials} tiny trials in one study (2 filters, 64 images, 1 epoch)",
+        ["mode", "trials", "wall s", "processes that ran trials", "tree MB first -> last", "tree MB/trial",
+         "tree peak MB", "largest process RSS MB"],
         rows,
         {"results": results, "args": vars(args), "target_mb_per_trial": 5.0},
     )  # fmt: skip
 
 
-def measure(trials: int, recycle: int) -> dict[str, Any]:
-    """Run the study with `ablate run --recycle-after recycle`, sampling RSS at each trial's end."""
+def measure(trials: int, mode: str, recycle_after: int) -> dict[str, Any]:
+    """Run the study in one mode, sampling the process tree's memory at each trial's end."""
     folder = Path(tempfile.mkdtemp(prefix="ablate-memory-"))
-    name = f"memory-{recycle}"
+    name = f"memory-{mode}"
     study = {
         "name": name,
         "data": {"dataset": "mnist-embedded", "train_size": 64, "val_size": 32, "test_size": 32},
@@ -86,7 +87,8 @@ def measure(trials: int, recycle: int) -> dict[str, Any]:
     }
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "ABLATE_FORK": "0" if mode == "exec" else "1"}
+    recycle = 0 if mode == "in-process" else recycle_after
     command = [ABLATE, "run", str(path), "--home", str(folder / "home"), "--recycle-after", str(recycle)]
     ended = re.compile(rf"^\s*(\[w\d+\] )?{re.escape(name)} #(\d+) (?!.* epoch \d+: ).*: ")
     start = time.perf_counter()
@@ -96,46 +98,33 @@ def measure(trials: int, recycle: int) -> dict[str, Any]:
     for line in process.stderr:
         if ended.match(line):
             tree = process_tree(process.pid)
-            workers = {pid: rss for pid, rss in tree.items() if pid != process.pid}
-            samples.append({"trial": len(samples) + 1, "parent": tree.get(process.pid, 0.0), "children": workers})
+            samples.append({"trial": len(samples) + 1, "pss": sum(p["pss"] for p in tree.values()),
+                            "rss": max(p["rss"] for p in tree.values()), "gpu_mb": gpu_used_mb()})  # fmt: skip
     code = process.wait()
     wall = time.perf_counter() - start
     if code != 0 or len(samples) != trials:
         raise SystemExit(f"`{' '.join(command)}` exited {code} after {len(samples)} of {trials} trials")
+    from optuna import load_study  # which processes ran the trials: the trials' worker attrs
 
-    parent = [s["parent"] for s in samples]
-    tree = [s["parent"] + sum(s["children"].values()) for s in samples]
-    if recycle:
-        # The worker is the (one) live child; group the samples by child process.
-        lives: dict[int, list[tuple[int, float]]] = {}
-        for s in samples:
-            for pid, rss in s["children"].items():
-                lives.setdefault(pid, []).append((s["trial"], rss))
-        worker = [max(s["children"].values(), default=0.0) for s in samples]
-        slopes = [slope(life) for life in lives.values() if len(life) >= 5]
-        worker_rate = statistics.mean(slopes) if slopes else float("nan")
-        processes = len(lives)
-    else:
-        worker = parent
-        worker_rate = slope([(s["trial"], s["parent"]) for s in samples if s["trial"] >= WARMUP])
-        processes = 1
+    workers = {t.user_attrs.get("ablate.worker") for t in load_study(study_name=name, storage=f"sqlite:///{folder / 'home' / 'optuna.db'}").trials}
+    tree = [s["pss"] for s in samples]
     return {
+        "mode": mode,
         "trials": trials,
         "recycle_after": recycle,
         "wall_s": wall,
-        "worker_processes": processes,
-        "parent_mb": parent,
-        "worker_mb": worker,
+        "trial_processes": len(workers),
         "tree_mb": tree,
-        "parent_mb_per_trial": slope([(i + 1, v) for i, v in enumerate(parent) if i + 1 >= WARMUP]),
-        "worker_peak_mb": max(worker),
-        "worker_mb_per_trial": worker_rate,
         "tree_mb_per_trial": slope([(i + 1, v) for i, v in enumerate(tree) if i + 1 >= WARMUP]),
+        "largest_rss_mb": max(s["rss"] for s in samples),
+        # GPU memory in use at each trial's end (nvidia-smi), where there is a GPU: with a fresh
+        # process per trial it returns to its baseline between trials.
+        "gpu_mb": [s["gpu_mb"] for s in samples] if samples[0]["gpu_mb"] is not None else None,
     }
 
 
-def process_tree(root: int) -> dict[int, float]:
-    """RSS in MB of `root` and all its descendants, from /proc."""
+def process_tree(root: int) -> dict[int, dict[str, float]]:
+    """PSS and RSS in MB of `root` and all its descendants, from /proc."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -145,25 +134,40 @@ def process_tree(root: int) -> dict[int, float]:
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry.name))
-    found: dict[int, float] = {}
+    found: dict[int, dict[str, float]] = {}
     todo = [root]
     while todo:
         pid = todo.pop()
-        rss = rss_mb(pid)
-        if rss is not None:
-            found[pid] = rss
+        memory = memory_mb(pid)
+        if memory is not None:
+            found[pid] = memory
         todo += children.get(pid, [])
     return found
 
 
-def rss_mb(pid: int) -> float | None:
+def memory_mb(pid: int) -> dict[str, float] | None:
+    """{"pss": ..., "rss": ...} of one process in MB, or None if it is gone."""
+    values: dict[str, float] = {}
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            key = line.split(":", 1)[0]
+            if key in ("Pss", "Rss"):
+                values[key.lower()] = int(line.split()[1]) / 1024
     except OSError:
         return None
-    return None
+    return values if len(values) == 2 else None
+
+
+def gpu_used_mb() -> float | None:
+    """Memory in use on the first GPU in MB (nvidia-smi), or None where there is none."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "--id=0"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout  # fmt: skip
+        return float(out.strip().splitlines()[0])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
 
 
 def slope(points: list[tuple[int, float]]) -> float:
@@ -178,9 +182,9 @@ def slope(points: list[tuple[int, float]]) -> float:
 
 def summary_line(r: dict[str, Any]) -> str:
     return (
-        f"{r['wall_s']:.0f}s, {r['worker_processes']} worker process(es), parent {r['parent_mb'][0]:.0f}->"
-        f"{r['parent_mb'][-1]:.0f} MB ({r['parent_mb_per_trial']:.2f} MB/trial), worker peak {r['worker_peak_mb']:.0f} MB "
-        f"({r['worker_mb_per_trial']:.2f} MB/trial within a process), all {r['tree_mb_per_trial']:.2f} MB/trial"
+        f"{r['wall_s']:.0f}s, {r['trial_processes']} process(es) ran trials, tree {r['tree_mb'][0]:.0f}->"
+        f"{r['tree_mb'][-1]:.0f} MB PSS ({r['tree_mb_per_trial']:.2f} MB/trial), peak {max(r['tree_mb']):.0f} MB, "
+        f"largest RSS {r['largest_rss_mb']:.0f} MB"
     )
 
 

@@ -1,8 +1,12 @@
 """Scheduler and storage overhead: ask + tell of a no-op objective, per storage and per worker count.
 
 Part 1: one process, N trials (default 1,000) on each storage: in memory, the local default
-(SQLite in a project folder) and PostgreSQL; per-trial p50/p95 and the total.
-Part 2: trials/s with 1, 2, 4, 8 worker processes sharing one PostgreSQL study.
+(SQLite in a project folder) and PostgreSQL, each opened as ablate opens it (`open_storage`);
+per-trial p50/p95 and the total.
+Part 2: trials/s with 1, 2, 4, 8 worker processes sharing one study (PostgreSQL, and the local
+SQLite file that `ablate run --workers N` shares): a fixed total of trials split between the
+workers, timed from the moment all of them have started, imported and connected (a barrier) to
+the last tell, so process start-up is not in the rate; median over `--repeats`.
 
     .venv/bin/python benchmarks/storage_overhead.py --trials 1000 \
         --postgres postgresql+psycopg2://postgres@127.0.0.1:5432/postgres
@@ -14,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import statistics
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,32 +47,45 @@ def ask_tell(storage: object, trials: int, sampler: str) -> list[float]:
     return times
 
 
-def _worker(url: str, name: str, trials: int, sampler: str, out: multiprocessing.Queue) -> None:
+def _worker(url: str, name: str, trials: int, ready: Any, go: Any, out: Any) -> None:
     import optuna
 
+    from ablate.storage import open_storage
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=name, storage=url, sampler=optuna.samplers.RandomSampler() if sampler == "random" else optuna.samplers.TPESampler(multivariate=True))
-    start = time.perf_counter()
+    study = optuna.load_study(
+        study_name=name, storage=open_storage(url, heartbeat=None, grace=None), sampler=optuna.samplers.RandomSampler()
+    )
+    ready.release()
+    go.wait()
     for _ in range(trials):
         trial = study.ask()
         study.tell(trial, trial.suggest_float("x", -5, 5) ** 2)
-    out.put(time.perf_counter() - start)
+    out.put(time.perf_counter())
 
 
-def throughput(url: str, workers: int, trials_per_worker: int, sampler: str) -> float:
-    """Trials per second with `workers` processes on one study."""
+def throughput(url: str, workers: int, total: int) -> float:
+    """Trials per second of `workers` processes sharing one study for `total` trials in all."""
     import optuna
 
+    from ablate.storage import open_storage
+
     name = f"bench-{uuid.uuid4().hex[:8]}"
-    optuna.create_study(storage=url, study_name=name)
-    out: multiprocessing.Queue = multiprocessing.Queue()
-    start = time.perf_counter()
-    processes = [multiprocessing.Process(target=_worker, args=(url, name, trials_per_worker, sampler, out)) for _ in range(workers)]
+    optuna.create_study(storage=open_storage(url, heartbeat=None, grace=None), study_name=name)
+    context = multiprocessing.get_context("spawn")
+    ready, go, out = context.Semaphore(0), context.Event(), context.Queue()
+    shares = [total // workers + (1 if i < total % workers else 0) for i in range(workers)]
+    processes = [context.Process(target=_worker, args=(url, name, n, ready, go, out)) for n in shares]
     for p in processes:
         p.start()
+    for _ in processes:
+        ready.acquire()  # every worker has imported Optuna and loaded the study
+    start = time.perf_counter()
+    go.set()
+    ends = [out.get() for _ in processes]
     for p in processes:
         p.join()
-    return workers * trials_per_worker / (time.perf_counter() - start)
+    return total / (max(ends) - start)
 
 
 def main() -> None:
@@ -75,30 +94,35 @@ def main() -> None:
     parser.add_argument("--sampler", choices=["tpe", "random"], default="tpe")
     parser.add_argument("--postgres", help="a PostgreSQL server URL; a fresh database is created on it")
     parser.add_argument("--workers", default="1,2,4,8")
-    parser.add_argument("--trials-per-worker", type=int, default=100)
+    parser.add_argument("--scaling-trials", type=int, default=1000, help="trials in all per worker-count run (part 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per worker count (part 2); the median is shown")
     args = parser.parse_args()
 
     from _common import report
+    from ablate.storage import open_storage
 
     rows, raw = [], {}
-    storages: dict[str, object] = {"in memory": None}
     home = Path(tempfile.mkdtemp(prefix="ablate-bench-"))
-    storages["local default (sqlite)"] = f"sqlite:///{home / 'optuna.db'}"
+    urls = {"local default (sqlite)": f"sqlite:///{home / 'optuna.db'}"}
     database = None
     if args.postgres:
         database = _create_database(args.postgres)
-        storages["postgresql"] = database
+        urls["postgresql"] = database
+    rates: dict[str, dict[int, list[float]]] = {}
     try:
+        storages: dict[str, Any] = {"in memory": None}
+        storages.update({label: open_storage(url, heartbeat=None, grace=None) for label, url in urls.items()})
         for label, storage in storages.items():
             times = np.asarray(ask_tell(storage, args.trials, args.sampler)) * 1000
             raw[label] = times.tolist()
             rows.append([label, args.trials, float(np.median(times)), float(np.percentile(times, 95)), float(times[-100:].mean()), float(times.sum() / 1000)])
-        scaling = []
-        if database:
+        for label, url in urls.items():
             for workers in [int(w) for w in args.workers.split(",")]:
-                rate = throughput(database, workers, args.trials_per_worker, "random")
-                scaling.append([workers, rate])
-                rows.append([f"postgresql, {workers} worker(s), random sampler", workers * args.trials_per_worker, "", "", "", f"{rate:.1f} trials/s"])
+                runs = [throughput(url, workers, args.scaling_trials) for _ in range(args.repeats)]
+                rates.setdefault(label, {})[workers] = runs
+                rate = statistics.median(runs)
+                rows.append([f"{label}, {workers} worker(s), random sampler", args.scaling_trials, "", "", "", f"{rate:.1f} trials/s"])
+                print(f"{label}, {workers} worker(s): {', '.join(f'{r:.1f}' for r in runs)} trials/s", flush=True)
     finally:
         if database:
             _drop_database(args.postgres, database)
@@ -107,7 +131,7 @@ def main() -> None:
         f"ask+tell per trial ({args.sampler} sampler, no-op objective)",
         ["storage", "trials", "p50 ms", "p95 ms", "mean of last 100 ms", "total s"],
         rows,
-        {"per_trial_ms": raw, "args": vars(args)},
+        {"per_trial_ms": raw, "trials_per_s": rates, "args": vars(args)},
     )
 
 

@@ -1,11 +1,14 @@
 """Training throughput (images/s) of the slides' model at the quick and slides sizes, with achieved FLOP/s.
 
 Compares feeding `fit` plain numpy arrays (Keras shuffles) with ablate's `SeededBatches` (the
-seeded, paired order), over batch sizes, and relates achieved FLOP/s to the device's measured
-float32 matmul rate, so the gap to the limit is visible. Runs on whatever backend Keras uses
+seeded, paired order), over batch sizes, XLA (`jit_compile`) off and on, and float32 against
+mixed precision (`mixed_float16`), and relates achieved FLOP/s to the device's measured float32
+matmul rate, so the gap to the limit is visible. Runs on whatever backend Keras uses
 (`KERAS_BACKEND=jax|torch|tensorflow`), so the same builders can be measured on a GPU machine.
 
     .venv/bin/python benchmarks/train_throughput.py --epochs 2 --repeats 3
+    .venv/bin/python benchmarks/train_throughput.py --filters 16 --batch-sizes 64,128,256 --jit off,on \
+        --precisions float32,mixed_float16 --feeds SeededBatches
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=8000)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--feeds", default="numpy,SeededBatches")
+    parser.add_argument("--jit", default="off", help="comma-separated: off, on (XLA through Keras' jit_compile)")
+    parser.add_argument("--precisions", default="float32", help="comma-separated Keras dtype policies")
     args = parser.parse_args()
 
     import keras
@@ -69,27 +75,33 @@ def main() -> None:
     rows = []
     for filters in [int(f) for f in args.filters.split(",")]:
         for batch in [int(b) for b in args.batch_sizes.split(",")]:
-            for feed in ("numpy", "SeededBatches"):
-                model = build_unet(ModelConfig(filters=filters, skip="concat"), splits.shape)
-                compile_model(model, TrainConfig(batch_size=batch))
-                flops = 3 * conv_flops_per_image(model)  # forward + backward ~ 3x forward
-                data = SeededBatches(noisy, splits.x_train, batch_size=batch, seed=0) if feed == "SeededBatches" else None
-                rates = []
-                for repeat in range(args.repeats + 1):
-                    start = time.perf_counter()
-                    if data is None:
-                        model.fit(noisy, splits.x_train, batch_size=batch, epochs=args.epochs, shuffle=True, verbose=0)
-                    else:
-                        model.fit(data, epochs=args.epochs, verbose=0)
-                    if repeat:  # the first fit traces the graph
-                        rates.append(args.epochs * len(noisy) / (time.perf_counter() - start))
-                rate = median(rates)
-                rows.append([filters, batch, feed, rate, rate * flops / 1e9, 100 * rate * flops / peak])
-                keras.backend.clear_session()
+            for feed in args.feeds.split(","):
+                for jit in args.jit.split(","):
+                    for precision in args.precisions.split(","):
+                        keras.mixed_precision.set_dtype_policy(precision)
+                        model = build_unet(ModelConfig(filters=filters, skip="concat"), splits.shape)
+                        compile_model(model, TrainConfig(batch_size=batch))
+                        model.jit_compile = jit == "on"
+                        flops = 3 * conv_flops_per_image(model)  # forward + backward ~ 3x forward
+                        data = SeededBatches(noisy, splits.x_train, batch_size=batch, seed=0) if feed == "SeededBatches" else None
+                        rates = []
+                        for repeat in range(args.repeats + 1):
+                            start = time.perf_counter()
+                            if data is None:
+                                model.fit(noisy, splits.x_train, batch_size=batch, epochs=args.epochs, shuffle=True, verbose=0)
+                            else:
+                                model.fit(data, epochs=args.epochs, verbose=0)
+                            if repeat:  # the first fit traces (and with XLA compiles) the graph
+                                rates.append(args.epochs * len(noisy) / (time.perf_counter() - start))
+                        rate = median(rates)
+                        rows.append([filters, batch, feed, jit, precision, rate, rate * flops / 1e9, 100 * rate * flops / peak])
+                        print(rows[-1], flush=True)
+                        keras.backend.clear_session()
+    keras.mixed_precision.set_dtype_policy("float32")
     report(
         "train_throughput",
         f"Training throughput on {keras.backend.backend()} ({args.train_size} images, median of {args.repeats})",
-        ["filters", "batch", "feed", "images/s", "achieved GFLOP/s", "% of matmul peak"],
+        ["filters", "batch", "feed", "XLA", "precision", "images/s", "achieved GFLOP/s", "% of float32 matmul peak"],
         rows,
         {"matmul_peak_gflops": peak / 1e9, "backend": keras.backend.backend(), "args": vars(args)},
     )

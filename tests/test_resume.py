@@ -19,10 +19,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_kill_9_mid_trial_then_resume(tmp_path: Path, write_study, project) -> None:
-    # One trial of several seconds (8,000 images, 5 epochs), killed while it trains.
+    # One trial of several seconds (2,000 images, 3 epochs), killed as soon as it runs.
     raw = tiny_study(name="killed", repeats=1, factors={"model.skip": ["concat"]})
-    raw["data"]["train_size"] = 8000
-    raw["train"]["epochs"] = 5
+    raw["data"]["train_size"] = 2000
+    raw["train"]["epochs"] = 3
     path = write_study(raw)
     command = [ABLATE, "run", str(path), "--home", str(project.home)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
