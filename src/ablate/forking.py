@@ -22,6 +22,7 @@ parent (`PR_SET_PDEATHSIG`), as the warm parent dies with the recycling parent.
 from __future__ import annotations
 
 import importlib
+import itertools
 import os
 import signal
 import sys
@@ -97,23 +98,24 @@ def _reset_mlflow_connections() -> None:
 
 
 def run_batches(
-    batch: Callable[[int], tuple[int, int]],
+    batch: Callable[[int, int], tuple[int, int]],
     *,
     per_fork: int,
     max_trials: int | None,
     say: Callable[[str], None] = print,
 ) -> int:
-    """Run `batch(limit)` in one fork after another; return the exit code that ends the worker.
+    """Run `batch(limit, index)` in one fork after another; return the exit code that ends the worker.
 
-    `batch(limit)` runs up to `limit` trials and returns its exit code and how many trials it
+    `batch(limit, index)` (index: 0 in the first fork, 1 in the next...) runs up to `limit` trials
+    and returns its exit code and how many trials it
     ran: `RECYCLE_EXIT` when it stopped at a limit while work remains, 0 when no work is left.
     The next fork starts only after `RECYCLE_EXIT`; any other code (0, an error, an interrupt) is
     this worker's exit code. `say` is told of each fork that is replaced.
     """
     ran = 0
-    while True:
+    for index in itertools.count():
         limit = per_fork if max_trials is None else min(per_fork, max_trials - ran)
-        pid, code, done, interrupted = _in_fork(lambda: batch(limit))
+        pid, code, done, interrupted = _in_fork(lambda: batch(limit, index))
         if interrupted:
             return code if code != 0 else INTERRUPTED_EXIT
         if code != RECYCLE_EXIT:
@@ -122,6 +124,7 @@ def run_batches(
         if max_trials is not None and ran >= max_trials:
             return 0
         say(f"worker process {pid} ran its {done} trial(s); starting a fresh one (forked from {os.getpid()})")
+    raise AssertionError("not reached")
 
 
 def _in_fork(call: Callable[[], tuple[int, int]]) -> tuple[int, int, int, bool]:

@@ -150,11 +150,13 @@ def _worker(args: argparse.Namespace, console: Any) -> int:
 
         from ablate.cli import exit_code
 
-        def batch(limit: int) -> tuple[int, int]:
+        def batch(limit: int, index: int) -> tuple[int, int]:
             ran = [0]
 
             def serve_batch() -> int:
-                code, ran[0] = _serve(args, console, max_trials=limit, recycled=True, max_seconds=forking.FORK_SECONDS)
+                code, ran[0] = _serve(
+                    args, console, max_trials=limit, recycled=True, max_seconds=forking.FORK_SECONDS, fork_index=index
+                )
                 return code
 
             return exit_code(serve_batch, console), ran[0]  # errors end the fork as they end a command
@@ -176,12 +178,15 @@ def _serve(
     max_trials: int | None,
     recycled: bool,
     max_seconds: float | None = None,
+    fork_index: int | None = None,
 ) -> tuple[int, int]:
     """Run trials in this process until there is no work, `max_trials` ran, or (after a trial)
     `max_seconds` passed; return the exit code and how many trials ran.
 
     The code is `RECYCLE_EXIT` when `recycled` and it stopped at a limit while work remains (a
-    recycling parent then starts the next process), else 0.
+    recycling parent then starts the next process), else 0. `fork_index`: which fork of a warm
+    worker this is (ablate.forking); only the first prints the worker's settings, and none says it
+    recycles (the warm worker does).
     """
     import time
 
@@ -222,11 +227,12 @@ def _serve(
     # `docker stop` and scaling down send SIGTERM: treat it like Ctrl-C, so the current trial is
     # recorded as interrupted and handed back at once instead of waiting out the grace period.
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    console.print(
-        f"worker {worker_id()}: storage {redact(project.storage)}, mlflow {redact(project.tracking_uri)}, "
-        f"heartbeat {heartbeat}s, grace {grace}s",
-        highlight=False,
-    )
+    if not fork_index:
+        console.print(
+            f"worker {worker_id()}: storage {redact(project.storage)}, mlflow {redact(project.tracking_uri)}, "
+            f"heartbeat {heartbeat}s, grace {grace}s",
+            highlight=False,
+        )
     import os
 
     from ablate.launch import MARKS_ENV
@@ -237,7 +243,8 @@ def _serve(
     if recycled and at_limit and _work_left(studies(), wait=args.wait):
         from ablate.forking import RECYCLE_EXIT
 
-        console.print(f"worker {worker_id()}: ran {ran} trial(s), recycling this process", highlight=False)
+        if fork_index is None:
+            console.print(f"worker {worker_id()}: ran {ran} trial(s), recycling this process", highlight=False)
         return RECYCLE_EXIT, ran
     console.print(f"worker {worker_id()}: no more work; ran {ran} trial(s)", highlight=False)
     return 0, ran
