@@ -75,6 +75,9 @@ def preload(tracking_uri: str | None = None) -> None:
         from mlflow.tracking import MlflowClient
 
         MlflowClient(tracking_uri)._tracking_client.store  # noqa: B018 - built and cached by MLflow
+    from ablate.objective import freeze_heap
+
+    freeze_heap()
 
 
 def _mlflow_engines() -> dict[str, Any] | None:

@@ -100,11 +100,32 @@ def train_trial(
     """
     import keras
 
-    keras.backend.clear_session()
-    gc.collect()
+    freeze_heap()
+    keras.backend.clear_session()  # also collects the previous trial's garbage (gc.collect)
     keras.utils.set_random_seed(run.seed)
     family = importlib.import_module(f"ablate.families.{run.model.family}")
     return family.train(run, TrialContext(tracking=tracking, log=log, progress=progress, label=label, report=report))
+
+
+_heap_frozen = False
+
+
+def freeze_heap() -> None:
+    """Leave what is alive now (the imported Keras, TensorFlow, Optuna, MLflow: ~0.5 M objects) out of
+    every later garbage collection, once per process (a fork inherits it).
+
+    Each trial starts with a full collection (`clear_session`), so the previous model's memory goes
+    back; without this, every collection walks all those objects: ~0.5 s per trial here, 10% of a
+    tiny trial. Frozen objects are still freed when their last reference goes; only reference
+    cycles among them would stay, and import-time objects live as long as the process anyway. In a
+    warm process that forks (`ablate.forking`), frozen pages are also not written by the forks'
+    collections, so they stay shared.
+    """
+    global _heap_frozen
+    if not _heap_frozen:
+        gc.collect()
+        gc.freeze()
+        _heap_frozen = True
 
 
 def model_summary(model: object) -> str:
