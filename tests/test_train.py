@@ -71,3 +71,19 @@ def test_hook_errors_stop_training_and_propagate() -> None:
 
     with pytest.raises(Stop, match="stop at 1"):
         fit(model, x_train_noisy=noisy, x_train=clean, x_val_noisy=noisy[:8], x_val=clean[:8], cfg=TrainConfig(epochs=3, batch_size=64), seed=0, on_epoch=hook)
+
+
+def test_a_mixed_precision_model_trains_with_ablates_metrics() -> None:
+    # Under mixed_float16 the model outputs float16 while the targets stay float32; psnr failed
+    # with a dtype mismatch before it cast both (found by benchmarks/train_throughput.py).
+    import keras
+
+    noisy, clean = tiny_data(32)
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        model = build_unet(ModelConfig(filters=2), (28, 28, 1))
+        compile_model(model, TrainConfig())
+        result = fit(model, x_train_noisy=noisy, x_train=clean, x_val_noisy=noisy[:8], x_val=clean[:8], cfg=TrainConfig(epochs=1, batch_size=32), seed=0)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert np.isfinite(result.last("val_psnr"))

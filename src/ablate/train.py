@@ -29,7 +29,9 @@ class NonFiniteLossError(RuntimeError):
 
 @keras.saving.register_keras_serializable(package="ablate")
 def psnr(y_true: Any, y_pred: Any) -> Any:
-    """Peak signal-to-noise ratio in dB for images in [0, 1], per image."""
+    """Peak signal-to-noise ratio in dB for images in [0, 1], per image (in float32, whatever the
+    model's dtype policy: under `mixed_float16` the prediction is float16 and the target float32)."""
+    y_true, y_pred = ops.cast(y_true, "float32"), ops.cast(y_pred, "float32")
     mse = ops.mean(ops.square(y_true - y_pred), axis=tuple(range(1, len(y_pred.shape))))
     return -10.0 * ops.log(ops.maximum(mse, 1e-10)) / math.log(10.0)
 
