@@ -36,7 +36,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = {
     "reproduce skip-vs-noskip (quick)": ["reproduce", "skip-vs-noskip", "--profile", "quick"],
-    "search_unet.yaml (quick, 24 trials)": ["run", "studies/search_unet.yaml", "--profile", "quick"],
+    "search_unet.yaml (quick: 24 trials)": ["run", "studies/search_unet.yaml", "--profile", "quick"],
 }
 
 

@@ -1,7 +1,7 @@
 """Trials in forked processes of a warm worker: the imports are paid once, the memory given back every time.
 
 A process that builds and trains model after model keeps growing, even after `clear_session()`
-and `gc` (about 15 MB per tiny trial here; keras#21090), and a GPU's memory goes back to the
+and `gc` (about 13 MB per tiny trial here; keras#21090), and a GPU's memory goes back to the
 device only when the process that holds it ends. Starting a fresh Python process for the trials
 costs the Keras/TensorFlow import (7–10 s here) each time. So a recycling worker's child (see
 `ablate.launch`) imports everything a trial needs once, touches no TensorFlow device, starts no

@@ -6,7 +6,7 @@ waits. The storage and tracking URLs reach them through the environment, never t
 so a password in a URL does not show in the process list.
 
 **Recycling.** Keras and TensorFlow keep memory from every model a process builds, even after
-`clear_session()` (about 15 MB per tiny trial here; keras#21090), a GPU's memory goes back only
+`clear_session()` (about 13 MB per tiny trial here; keras#21090), a GPU's memory goes back only
 when its process ends, and importing them takes seconds. So with `--recycle-after N` a worker's
 trials run in fresh processes of at most N trials each. On Linux the worker's child imports
 everything once and forks a fresh process for each batch of N trials (`ablate.forking`): the
