@@ -97,7 +97,7 @@ def to_markdown(answer: dict[str, Any]) -> str:
                   "| # | " + " | ".join(f"{n} ({'min' if o['direction'] == 'minimize' else 'max'})" for n, o in zip(names, pareto["objectives"]))
                   + " | params |", "| ---: | " + " | ".join("---:" for _ in names) + " | --- |"]  # fmt: skip
         for t in pareto["front"]:
-            lines.append(f"| {t['number']} | " + " | ".join(fmt(v) for v in t["values"]) + f" | {t['cell']} |")
+            lines.append(f"| {t['number']} | " + " | ".join(fmt_objective(v) for v in t["values"]) + f" | {t['cell']} |")
         lines += picture_lines(answer, "pareto", "every complete trial on the first two objectives, the front joined")
     best = answer["best"]
     lines += ["", "## Best configuration", ""]
@@ -401,6 +401,13 @@ def sentence(text: str) -> str:
 def fmt(value: float | None, digits: int = 4) -> str:
     """A number for a table cell ('' when missing)."""
     return "" if value is None else f"{value:.{digits}f}"
+
+
+def fmt_objective(value: float | None) -> str:
+    """An objective's value: a count (such as `parameters`) as a whole number, anything else as `fmt`."""
+    if value is not None and float(value).is_integer() and abs(value) >= 100:
+        return f"{int(value):,}"
+    return fmt(value)
 
 
 def fmt_ci(ci: list[float] | tuple[float, float] | None, digits: int = 4) -> str:
