@@ -116,8 +116,9 @@ def freeze_heap() -> None:
 
     Each trial starts with a full collection (`clear_session`), so the previous model's memory goes
     back; without this, every collection walks all those objects: 0.25-0.56 s each here (a tiny
-    8-trial study took 33 s instead of 23 s, see docs/performance.md). Frozen objects are still freed when their last reference goes; only reference
-    cycles among them would stay, and import-time objects live as long as the process anyway. In a
+    8-trial study took 33 s instead of 23 s, see docs/performance.md). Frozen objects are still
+    freed when their last reference goes; only reference cycles among them would stay, and
+    import-time objects live as long as the process anyway. In a
     warm process that forks (`ablate.forking`), frozen pages are also not written by the forks'
     collections, so they stay shared.
     """
