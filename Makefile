@@ -1,11 +1,11 @@
 # Two commands on a fresh machine (see README.md):
 #   make quickstart   set up .venv and run the slides' skip-vs-no-skip reproduction (quick profile)
-#   make test         set up .venv and run the test suite
+#   make test         set up .venv, lint and type-check src/, then run the test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: quickstart test setup browser clean
+.PHONY: quickstart test lint setup browser clean
 
 setup: $(VENV)/.installed
 
@@ -18,8 +18,13 @@ $(VENV)/.installed: pyproject.toml
 quickstart: setup
 	$(BIN)/ablate reproduce skip-vs-noskip --profile quick --json .ablate/skip-vs-noskip-quick.json
 
-test: setup browser
+test: setup browser lint
 	$(BIN)/python -m pytest
+
+# Lint and types first: ruff's rules and mypy's settings are in pyproject.toml.
+lint: setup
+	$(BIN)/ruff check src
+	$(BIN)/mypy
 
 # The report's page is tested in a real headless Chromium (Debian's `chromium`). Installed here when
 # missing and we are root with apt-get (as in CI); otherwise that one test skips and says why.

@@ -2,7 +2,7 @@
 
 Per sampler (CMA-ES, TPE multivariate, random) and storage (in memory, SQLite, PostgreSQL):
 
-- **ablate's path** (`ablate.weight_study`): the search runs on an in-memory Optuna study, then
+- **ablate's path** (`ablate.runtime.engines.weight_study`): the search runs on an in-memory Optuna study, then
   all trials are copied into the persistent study in one transaction (`bulk_add_trials`).
   Measured: sampler + in-memory storage ms per trial, scoring ms per trial, the copy, the total.
 - **plain Optuna** for comparison: ask/tell on the persistent storage for every trial, and
@@ -34,8 +34,8 @@ import numpy as np
 
 def predictions(members: int, val_images: int) -> tuple[np.ndarray, np.ndarray]:
     """(k, N, 28, 28, 1) member outputs and the N clean validation images they should match."""
-    from ablate.config import DataConfig
-    from ablate.data import load_splits
+    from ablate.spec.run_config import DataConfig
+    from ablate.training.data import load_splits
 
     clean = load_splits(DataConfig(val_size=val_images, test_size=1000)).x_val
     rng = np.random.default_rng(0)
@@ -49,7 +49,7 @@ def predictions(members: int, val_images: int) -> tuple[np.ndarray, np.ndarray]:
 
 def scoring_ms(scorer: Any, stacked: np.ndarray, targets: np.ndarray, repeats: int = 50) -> tuple[float, float]:
     """Median ms per weight vector: ablate's Scorer vs a plain weighted sum + full crossentropy."""
-    from ablate.models.ensemble import simplex_weights
+    from ablate.models.weighted_ensemble import simplex_weights
 
     rng = np.random.default_rng(1)
     weights = [simplex_weights(rng.random(stacked.shape[0])) for _ in range(repeats)]
@@ -73,8 +73,8 @@ def ablate_path(scorer: Any, storage: Any, trials: int, sampler: str) -> dict[st
     """The weight study's path: in-memory search, then one bulk copy into `storage` (None: memory only)."""
     import optuna
 
-    from ablate.ensembles import SearchTimes, search_weights
-    from ablate.weight_study import bulk_add_trials
+    from ablate.families.ensemble_weights import SearchTimes, search_weights
+    from ablate.runtime.optuna_internals import bulk_add_trials
 
     times = SearchTimes()
     per_trial: list[float] = []
@@ -100,15 +100,16 @@ def ablate_path(scorer: Any, storage: Any, trials: int, sampler: str) -> dict[st
         "sampler_ms": 1000 * times.sampler / trials, "scoring_ms": 1000 * times.scoring / trials,
         "p50_ms": float(np.median(per)), "p95_ms": float(np.percentile(per, 95)), "last100_ms": float(per[-100:].mean()),
         "search_s": searched - start, "copy_s": copy, "total_s": searched - start + copy, "best": memory.best_value,
-    }  # fmt: skip
+    }
 
 
 def plain_optuna(scorer: Any, storage: Any, trials: int, sampler: str) -> dict[str, float]:
     """Plain Optuna: every ask and tell on the persistent storage (the trial loop's way)."""
     import optuna
 
-    from ablate.ensembles import U_LOW, coordinate_names, weight_sampler
-    from ablate.models.ensemble import simplex_weights
+    from ablate.spec.ensemble_rules import U_LOW
+    from ablate.families.ensemble_weights import coordinate_names, weight_sampler
+    from ablate.models.weighted_ensemble import simplex_weights
 
     study = optuna.create_study(storage=storage, sampler=weight_sampler(sampler, 0), study_name=f"bench-{uuid.uuid4().hex[:8]}")
     names = coordinate_names(scorer.members)
@@ -130,14 +131,14 @@ def plain_optuna(scorer: Any, storage: Any, trials: int, sampler: str) -> dict[s
         "sampler_ms": 1000 * float(np.mean(overhead)), "scoring_ms": 1000 * float(np.mean(scoring)), "p50_ms": float(np.median(per)),
         "p95_ms": float(np.percentile(per, 95)), "last100_ms": float(per[-100:].mean()), "search_s": total,
         "copy_s": 0.0, "total_s": total, "best": study.best_value,
-    }  # fmt: skip
+    }
 
 
 def optuna_add_trials(scorer: Any, storage: Any, trials: int) -> float:
     """Seconds for Optuna's own `add_trials` of a finished in-memory search into `storage`."""
     import optuna
 
-    from ablate.ensembles import search_weights
+    from ablate.families.ensemble_weights import search_weights
 
     memory = search_weights(scorer, trials=trials, sampler="random", seed=0)
     target = optuna.create_study(storage=storage, study_name=f"bench-{uuid.uuid4().hex[:8]}")
@@ -160,7 +161,7 @@ def main() -> None:
     import optuna
 
     from _common import report
-    from ablate.ensembles import Scorer
+    from ablate.families.ensemble_weights import Scorer
 
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -180,7 +181,7 @@ def main() -> None:
     rows: list[list[Any]] = []
     results: dict[str, Any] = {"scoring_ms": {"ablate_scorer": fast, "plain_numpy": slow}, "copy_add_trials_s": {}}
     columns = ["path", "sampler", "storage", "sampler+storage ms/trial", "trial p95 ms", "last 100 trials ms/trial",
-               "scoring ms/trial", "copy s", "total s"]  # fmt: skip
+               "scoring ms/trial", "copy s", "total s"]
     try:
         for sampler in args.samplers.split(","):
             for label, storage in storages.items():

@@ -61,7 +61,7 @@ def main() -> None:
             r["trials"], round(r["wall_s"], 1), r["trial_processes"],
             f"{r['tree_mb'][0]:.0f} -> {r['tree_mb'][-1]:.0f}", round(r["tree_mb_per_trial"], 2),
             round(max(r["tree_mb"])), round(r["largest_rss_mb"]),
-        ])  # fmt: skip
+        ])
     report(
         "memory_growth",
         f"Memory (PSS of the process tree) over {args.trials} tiny trials in one study (2 filters, 64 images, 1 epoch)",
@@ -69,7 +69,7 @@ def main() -> None:
          "tree peak MB", "largest process RSS MB"],
         rows,
         {"results": results, "args": vars(args), "target_mb_per_trial": 5.0},
-    )  # fmt: skip
+    )
 
 
 def measure(trials: int, mode: str, recycle_after: int) -> dict[str, Any]:
@@ -99,7 +99,7 @@ def measure(trials: int, mode: str, recycle_after: int) -> dict[str, Any]:
         if ended.match(line):
             tree = process_tree(process.pid)
             samples.append({"trial": len(samples) + 1, "pss": sum(p["pss"] for p in tree.values()),
-                            "rss": max(p["rss"] for p in tree.values()), "gpu_mb": gpu_used_mb()})  # fmt: skip
+                            "rss": max(p["rss"] for p in tree.values()), "gpu_mb": gpu_used_mb()})
     code = process.wait()
     wall = time.perf_counter() - start
     if code != 0 or len(samples) != trials:
@@ -164,7 +164,7 @@ def gpu_used_mb() -> float | None:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "--id=0"],
             capture_output=True, text=True, timeout=10, check=True,
-        ).stdout  # fmt: skip
+        ).stdout
         return float(out.strip().splitlines()[0])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None

@@ -50,7 +50,7 @@ def ask_tell(storage: object, trials: int, sampler: str) -> list[float]:
 def _worker(url: str, name: str, trials: int, ready: Any, go: Any, out: Any) -> None:
     import optuna
 
-    from ablate.storage import open_storage
+    from ablate.runtime.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(
@@ -68,7 +68,7 @@ def throughput(url: str, workers: int, total: int) -> float:
     """Trials per second of `workers` processes sharing one study for `total` trials in all."""
     import optuna
 
-    from ablate.storage import open_storage
+    from ablate.runtime.storage import open_storage
 
     name = f"bench-{uuid.uuid4().hex[:8]}"
     optuna.create_study(storage=open_storage(url, heartbeat=None, grace=None), study_name=name)
@@ -99,7 +99,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from _common import report
-    from ablate.storage import open_storage
+    from ablate.runtime.storage import open_storage
 
     rows, raw = [], {}
     home = Path(tempfile.mkdtemp(prefix="ablate-bench-"))

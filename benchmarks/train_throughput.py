@@ -64,10 +64,10 @@ def main() -> None:
     import keras
 
     from _common import median, report
-    from ablate.config import DataConfig, ModelConfig, TrainConfig
-    from ablate.data import load_splits, training_noise
+    from ablate.spec.run_config import DataConfig, ModelConfig, TrainConfig
+    from ablate.training.data import load_splits, training_noise
     from ablate.models import build_unet
-    from ablate.train import SeededBatches, compile_model
+    from ablate.training.fit import SeededBatches, compile_model
 
     splits = load_splits(DataConfig(train_size=args.train_size))
     noisy = training_noise(splits.x_train, DataConfig(), 0)

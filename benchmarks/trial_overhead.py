@@ -57,17 +57,17 @@ def main() -> None:
     parser.add_argument("--no-sync", action="store_true", help="skip the ablate-sync variant")
     parser.add_argument("--breakdown", action="store_true", help="also the `fit loop` and `trial, no optuna/mlflow` variants")
     parser.add_argument("--profile-trials", type=int, default=0, metavar="N",
-                        help="instead: cProfile one study of N trials and print where its time goes")  # fmt: skip
+                        help="instead: cProfile one study of N trials and print where its time goes")
     args = parser.parse_args()
 
     import keras
 
     from _common import report
-    from ablate.data import load_splits, training_noise
-    from ablate.home import resolve_project
+    from ablate.training.data import load_splits, training_noise
+    from ablate.project import resolve_project
     from ablate.models import build_unet
-    from ablate.spec import spec_from_dict
-    from ablate.train import compile_model
+    from ablate.spec.loading import spec_from_dict
+    from ablate.training.fit import compile_model
 
     raw: dict[str, Any] = {
         "name": "overhead",
@@ -89,22 +89,23 @@ def main() -> None:
         model = build_unet(run_cfg.model, splits.shape)
         compile_model(model, run_cfg.train)
         model.fit(x_noisy, splits.x_train, batch_size=128, epochs=args.epochs, shuffle=True, verbose=0,
-                  validation_data=(splits.x_val_noisy, splits.x_val))  # fmt: skip
+                  validation_data=(splits.x_val_noisy, splits.x_val))
 
     def fit_loop() -> None:  # ablate's fit (seeded batches, epoch hooks, NaN guard), no logging at all
-        from ablate.train import fit
+        from ablate.training.fit import fit
 
         keras.backend.clear_session()
         keras.utils.set_random_seed(0)
         model = build_unet(run_cfg.model, splits.shape)
         compile_model(model, run_cfg.train)
         fit(model, x_train_noisy=x_noisy, x_train=splits.x_train, x_val_noisy=splits.x_val_noisy, x_val=splits.x_val,
-            cfg=run_cfg.train, seed=0)  # fmt: skip
+            cfg=run_cfg.train, seed=0)
 
     def unlogged_trial() -> None:  # the whole trial (noise, summary, images, model file) into a log that drops it
-        from ablate.objective import train_trial
+        from ablate.families import family_for
+        from ablate.training.trial import train_trial
 
-        train_trial(run_cfg, tracking=spec.tracking, log=NullLog(), progress=NullProgress(), label="bench")
+        train_trial(run_cfg, family_for(run_cfg.model.family), tracking=spec.tracking, log=NullLog(), progress=NullProgress(), label="bench")
 
     # One project folder for all studies: the stores' one-off creation (MLflow's schema
     # migrations) is paid by the warm-up study, as it is once per project folder.
@@ -152,7 +153,7 @@ def main() -> None:
             variant, len(p), med(p, "wall"), med(p, "bare_wall"), round(ratio(p, "wall"), 3),
             med(p, "cpu"), med(p, "bare_cpu"), round(ratio(p, "cpu"), 3),
             statistics.median(per_study[variant]) if variant in per_study else "",
-        ])  # fmt: skip
+        ])
     report(
         "trial_overhead",
         f"Per-trial time against a bare Keras fit run right after it: {args.filters} filters, {args.train_size} "
@@ -171,7 +172,7 @@ def main() -> None:
             "load_average_at_end": os.getloadavg(),
             "args": vars(args),
         },
-    )  # fmt: skip
+    )
 
 
 def med(pairs: list[dict[str, float]], key: str) -> float:
@@ -218,9 +219,9 @@ def run_one_study(
     """
     from rich.console import Console
 
-    from ablate.progress import StudyProgress
-    from ablate.spec import spec_from_dict
-    from ablate.study import run_study
+    from ablate.runtime.progress import StudyProgress
+    from ablate.spec.loading import spec_from_dict
+    from ablate.runtime.run import run_study
 
     resumed: list[tuple[float, float]] = []  # when each trial's clock starts: the call, then after each `between`
     starts: list[float] = []  # each trial's start of training
@@ -273,7 +274,7 @@ def profile(call: Any) -> None:
     stats = pstats.Stats(profiler).sort_stats("cumulative")
     stats.print_stats(30)
     print("--- ablate's own functions, and the tracking, storage and picture calls they make ---")
-    stats.print_stats(r"ablate/|mlflow/tracking/client|optuna/study/study.py|summary|saving_api|tracking.py", 60)
+    stats.print_stats(r"ablate/|mlflow/tracking/client|optuna/study/study.py|summary|saving_api|ablate/tracking/", 60)
 
 
 if __name__ == "__main__":

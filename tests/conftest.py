@@ -45,6 +45,6 @@ def write_study(tmp_path: Path):
 @pytest.fixture
 def project(tmp_path: Path):
     """An isolated embedded project folder (local Optuna storage + local MLflow store)."""
-    from ablate.home import resolve_project
+    from ablate.project import resolve_project
 
     return resolve_project(home=tmp_path / "home")

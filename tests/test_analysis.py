@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ablate.analysis import mean_ci, paired_difference, seeds_needed
+from ablate.analysis.effects import mean_ci, paired_difference, seeds_needed
 
 
 def test_mean_ci_matches_the_t_formula() -> None:
@@ -44,15 +44,7 @@ import itertools  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from ablate.analysis import (  # noqa: E402
-    Observation,
-    holm,
-    level_estimate,
-    cell_values,
-    paired_t_pvalue,
-    study_effects,
-    t_interval,
-)
+from ablate.analysis.effects import Observation, holm, level_estimate, cell_values, paired_t_pvalue, study_effects, t_interval
 
 
 def test_holm_matches_hand_computed_values() -> None:
@@ -94,7 +86,7 @@ def test_planted_effect_is_found_and_its_interval_covers_it() -> None:
     effects = study_effects(observations, {k: list(v) for k, v in planted.items()}, direction="minimize")
     assert [(e.factor, e.level, e.baseline) for e in effects] == [
         ("model.skip", "concat", "none"), ("model.filters", 16, 8), ("model.filters", 32, 8),
-    ]  # fmt: skip
+    ]
     skip = effects[0]
     low, high = skip.difference.ci95
     assert low < -0.03 < high and high < 0
@@ -199,7 +191,7 @@ def test_planted_effect_interval_covers_the_truth_at_the_nominal_rate() -> None:
 
 # ---- baselines, one-at-a-time designs and conditional factors ----------------------------------
 
-from ablate.analysis import comparable, level_values  # noqa: E402
+from ablate.analysis.effects import comparable, level_values  # noqa: E402
 
 
 def test_a_chosen_baseline_turns_the_comparison_around() -> None:
@@ -223,7 +215,7 @@ def test_one_at_a_time_compares_each_change_with_the_reference_only() -> None:
     # Reference (skip=none, filters=8); one change at a time. Every cell shares the seed offset.
     factors = {"skip": ["none", "concat"], "filters": [8, 16, 32]}
     cells = [{"skip": "none", "filters": 8}, {"skip": "concat", "filters": 8}, {"skip": "none", "filters": 16},
-             {"skip": "none", "filters": 32}]  # fmt: skip
+             {"skip": "none", "filters": 32}]
     planted = {("none", 8): 0.0, ("concat", 8): -0.05, ("none", 16): 0.02, ("none", 32): 0.0}
     offsets = [0.0, 0.03, -0.02]
     noise = np.random.default_rng(1).normal(0, 0.002, size=(4, 3))
@@ -269,7 +261,7 @@ def test_a_conditional_factor_is_averaged_over_under_its_parent() -> None:
 def paired(differences: list[float], base: float = 0.1) -> list[Observation]:
     """Two levels a (baseline) and b of one factor whose per-seed differences b - a are `differences`."""
     return [Observation({"s": level}, seed, base + 0.01 * seed + (d if level == "b" else 0.0))
-            for seed, d in enumerate(differences) for level in ("a", "b")]  # fmt: skip
+            for seed, d in enumerate(differences) for level in ("a", "b")]
 
 
 def test_the_verdict_uses_the_confidence_it_is_given() -> None:
@@ -293,7 +285,7 @@ def test_identical_differences_are_not_testable() -> None:
     assert "better" not in identical.note and "worse" not in identical.note
     # Left out of Holm: the other comparison is corrected over one comparison, not two.
     observations = paired([0.05] * 4) + [Observation({"s": "c"}, seed, 0.1 + 0.01 * seed + d)
-                                          for seed, d in enumerate([0.01, -0.02, 0.03, 0.005])]  # fmt: skip
+                                          for seed, d in enumerate([0.01, -0.02, 0.03, 0.005])]
     _, other = study_effects(observations, {"s": ["a", "b", "c"]})
     assert other.p_holm == other.p_value and "over 1 comparison" not in other.note
     # Differences that vary a little are a test, however small the spread.
@@ -315,7 +307,7 @@ def test_seeds_needed_is_always_more_than_the_seeds_that_ran() -> None:
         Observation({"s": level}, seed, 0.1 + offsets[seed] + (planted["b"][seed] if level == "b" else 0.0)
                     + (rng.normal(0, 0.01) if level.startswith("n") else 0.0))
         for seed in range(5) for level in levels
-    ]  # fmt: skip
+    ]
     effect = study_effects(observations, {"s": levels})[0]
     assert effect.level == "b" and effect.difference.excludes_zero and effect.p_holm >= 0.05
     assert effect.verdict == "unclear" and "not after Holm's correction" in effect.note

@@ -35,6 +35,13 @@ def test_help_imports_nothing_heavy() -> None:
     assert out.strip() == "[]"
 
 
+def test_report_formats_spelled_once_for_help_and_report() -> None:
+    from ablate.cli.report import FORMATS as offered
+    from ablate.report.make import FORMATS as made
+
+    assert offered == made
+
+
 @pytest.mark.parametrize("command", [[], ["run"], ["validate"], ["reproduce"], ["ui"]])
 def test_every_help_answers(command: list[str], tmp_path: Path) -> None:
     result = ablate(*command, "--help", cwd=tmp_path, timeout=30)
@@ -73,7 +80,7 @@ def test_reproduce_json_and_the_mlflow_ui(tmp_path: Path) -> None:
         "--set", "data.train_size=256", "--set", "model.filters=4", "--set", "train.epochs=1",
         "--set", "repeats=2", "--set", "data.val_size=64",
         cwd=tmp_path,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     assert "paired skip - noskip" in result.stdout and "0.1664" in result.stdout
     data = json.loads(out.read_text())
@@ -90,14 +97,14 @@ def test_reproduce_json_and_the_mlflow_ui(tmp_path: Path) -> None:
     # The same study through the MLflow UI's REST API, from the same project folder.
     port = free_port()
     ui = subprocess.Popen([ABLATE, "ui", "--port", str(port)], cwd=tmp_path, start_new_session=True,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
         experiment = wait_json(f"{base}/experiments/get-by-name?experiment_name=skip-vs-noskip-quick")["experiment"]
         request = urllib.request.Request(
             f"{base}/runs/search", data=json.dumps({"experiment_ids": [experiment["experiment_id"]]}).encode(),
             headers={"Content-Type": "application/json"},
-        )  # fmt: skip
+        )
         runs = json.loads(urllib.request.urlopen(request, timeout=10).read())["runs"]
         roles = sorted(t["value"] for r in runs for t in r["data"]["tags"] if t["key"] == "ablate.role")
         assert roles == ["study", "trial", "trial", "trial", "trial"]

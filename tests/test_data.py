@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ablate.config import DataConfig, NoiseConfig
-from ablate.data import DataUnavailableError, load_splits, read_idx, read_images, training_noise
+from ablate.spec.run_config import DataConfig, NoiseConfig
+from ablate.training.data import DataUnavailableError, load_splits, read_idx, read_images, training_noise
 
 
 def write_idx(path: Path, images: np.ndarray, *, compress: bool) -> None:
@@ -93,7 +93,7 @@ def test_bad_local_files_say_what_is_wrong(tmp_path: Path) -> None:
 
 def test_keras_download_path(tmp_path: Path) -> None:
     """The real Keras loader with an empty cache: offline it fails with our advice, online it loads."""
-    from ablate.data import download
+    from ablate.training.data import download
 
     try:
         train, test = download("mnist", cache=tmp_path / "mnist.npz")

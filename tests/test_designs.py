@@ -15,11 +15,15 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from rich.console import Console
 
-from ablate.progress import StudyProgress
-from ablate.cli import main as cli_main
-from ablate.sampling import SamplerUnavailableError, pruner_for
-from ablate.spec import SpecError, cell_key, spec_from_dict
-from ablate.study import open_study, run_study
+from ablate.runtime.progress import StudyProgress
+from ablate.cli.main import main as cli_main
+from ablate.spec.errors import SamplerUnavailableError
+from ablate.runtime.sampling import pruner_for
+from ablate.spec.errors import SpecError
+from ablate.spec.levels import cell_key
+from ablate.spec.loading import spec_from_dict
+from ablate.runtime.studies import open_study
+from ablate.runtime.run import run_study
 
 from conftest import tiny_study
 
@@ -124,7 +128,7 @@ def test_search_samples_typed_and_conditional_factors_and_logs_them(project) -> 
     raw = tiny_study(
         "search", design="search", factors=SEARCH_FACTORS, repeats=2,
         search={"sampler": "tpe", "trials": 4}, train={"epochs": 1, "batch_size": 64},
-    )  # fmt: skip
+    )
     outcome = run(raw, project)
     assert (outcome.total, outcome.complete, outcome.failed) == (4, 4, 0)
     study = optuna.load_study(study_name="search", storage=project.storage)
@@ -155,7 +159,7 @@ def test_pruned_trials_are_pruned_in_optuna_and_in_mlflow(project) -> None:
         factors={"train.learning_rate": [0.01, 1e-9]},
         search={"sampler": "random", "trials": 9, "pruner": "median", "warmup_epochs": 0},
         train={"epochs": 3, "batch_size": 64}, tracking={"image_every": 0, "images": 2, "save_model": False},
-    )  # fmt: skip
+    )
     outcome = run(raw, project)
     study = optuna.load_study(study_name="pruned", storage=project.storage)
     pruned = [t for t in study.get_trials() if t.state == TrialState.PRUNED]
@@ -178,7 +182,7 @@ def test_two_objectives_give_a_pareto_search(project) -> None:
         factors={"model.filters": {"type": "int", "low": 2, "high": 8}, "model.skip": ["none", "concat"]},
         objective=[{"metric": "val_loss", "direction": "minimize"}, {"metric": "parameters", "direction": "minimize"}],
         search={"sampler": "nsga2", "trials": 3}, train={"epochs": 1, "batch_size": 64},
-    )  # fmt: skip
+    )
     outcome = run(raw, project)
     assert outcome.complete == 3
     study = optuna.load_study(study_name="pareto", storage=project.storage)
@@ -213,7 +217,7 @@ def test_averaging_trials_run_every_seed_and_wilcoxon_prunes_between_seeds(proje
         factors={"train.learning_rate": [0.01, 1e-9]},
         search={"sampler": "random", "trials": 4, "pruner": "wilcoxon", "seeds": "average"},
         train={"epochs": 1, "batch_size": 64}, tracking={"image_every": 0, "images": 2, "save_model": False},
-    )  # fmt: skip
+    )
     run(raw, project)
     study = optuna.load_study(study_name="wilcoxon", storage=project.storage)
     client = MlflowClient(project.tracking_uri)
@@ -297,7 +301,7 @@ def test_warmup_epochs_are_never_pruned_and_the_next_epoch_can_be(pruner: str, w
     spec = spec_of(
         design="search", factors={"model.skip": ["none", "concat"]}, repeats=1,
         search={"pruner": pruner, "warmup_epochs": warmup}, train={"epochs": epochs},
-    )  # fmt: skip
+    )
     stops = pruned_at(spec, epochs=epochs)
     assert all(stop is None or stop > warmup for stop in stops), stops
     assert warmup + 1 in stops, stops  # not held back longer than asked
@@ -307,7 +311,7 @@ def test_a_warmup_as_long_as_training_never_prunes() -> None:
     spec = spec_of(
         design="search", factors={"model.skip": ["none", "concat"]}, repeats=1,
         search={"pruner": "hyperband", "warmup_epochs": 2}, train={"epochs": 2},
-    )  # fmt: skip
+    )
     assert pruned_at(spec, epochs=2) == [None] * 8
 
 
@@ -338,7 +342,7 @@ def test_hyperband_prunes_in_optuna_and_in_mlflow(project) -> None:
         factors={"train.learning_rate": [0.01, 1e-9]},
         search={"sampler": "random", "trials": 6, "pruner": "hyperband", "warmup_epochs": 0},
         train={"epochs": 2, "batch_size": 64}, tracking={"image_every": 0, "images": 2, "save_model": False},
-    )  # fmt: skip
+    )
     outcome = run(raw, project)
     study = optuna.load_study(study_name="hyperband", storage=project.storage)
     assert isinstance(pruner_for(spec_from_dict(raw).spec), optuna.pruners.HyperbandPruner)
@@ -368,7 +372,7 @@ def test_cmaes_searches_int_and_float_factors_and_logs_them(project) -> None:
         },
         search={"sampler": "cmaes", "trials": 3},
         train={"epochs": 1, "batch_size": 64}, tracking={"image_every": 0, "images": 2, "save_model": False},
-    )  # fmt: skip
+    )
     outcome = run(raw, project)
     assert (outcome.complete, outcome.failed) == (3, 0)
     study = optuna.load_study(study_name="cmaes", storage=project.storage)

@@ -13,14 +13,16 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from rich.console import Console
 
-from ablate.config import DataConfig, DiffusionConfig, ModelConfig
-from ablate.data import diffusion_chain, diffusion_pairs, diffusion_step_pairs, load_splits
+from ablate.spec.run_config import DataConfig, DiffusionConfig, ModelConfig
+from ablate.families.diffusion_process import diffusion_chain, diffusion_pairs, diffusion_step_pairs
+from ablate.training.data import load_splits
 from ablate.families.diffusion import DiffusionBatches
-from ablate.images import chain_grid, chain_steps
-from ablate.models.diffusion import build_denoiser, denoise, reverse_chain
-from ablate.progress import StudyProgress
-from ablate.spec import spec_from_dict
-from ablate.study import run_study
+from ablate.training.images import chain_grid, chain_steps
+from ablate.models.denoiser import build_denoiser
+from ablate.families.diffusion_process import denoise, reverse_chain
+from ablate.runtime.progress import StudyProgress
+from ablate.spec.loading import spec_from_dict
+from ablate.runtime.run import run_study
 
 from conftest import tiny_study
 

@@ -122,7 +122,7 @@ class MlflowServer:
             "--backend-store-uri", self.backend,
             "--artifacts-destination", str(self.folder / "artifacts"),
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-        ]  # fmt: skip
+        ]
         log = open(self.folder / "server.log", "ab")
         self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + 120
@@ -291,8 +291,9 @@ def artifacts(server: MlflowServer, run_id: str, path: str = "") -> set[str]:
 
 
 def _pop_all(storage: str, name: str, queue: Any) -> None:
-    from ablate.storage import open_storage
-    from ablate.worker import StudyWork, pop_trial
+    from ablate.runtime.storage import open_storage
+    from ablate.runtime.work import StudyWork
+    from ablate.runtime.worker_loop import pop_trial
 
     rdb = open_storage(storage, heartbeat=5, grace=30)
     study = optuna.load_study(study_name=name, storage=rdb)
@@ -318,7 +319,7 @@ def test_concurrent_pops_take_each_enqueued_trial_once_and_create_none(backend: 
     # popped ~20 of 200 twice on SQLite (its driver read the state outside the transaction).
     count = 200
     with (database("pop") if backend == "postgresql" else sqlite_file("pop")) as storage:
-        from ablate.storage import open_storage
+        from ablate.runtime.storage import open_storage
 
         study = optuna.create_study(study_name="pop", storage=open_storage(storage, heartbeat=5, grace=30))
         for i in range(count):
@@ -341,10 +342,12 @@ def test_concurrent_pops_take_each_enqueued_trial_once_and_create_none(backend: 
 def test_a_second_trial_of_the_same_pair_is_skipped_not_run() -> None:
     from rich.console import Console
 
-    from ablate.progress import StudyProgress
-    from ablate.spec import spec_from_dict
-    from ablate.storage import open_storage
-    from ablate.worker import StudyWork, pop_trial, run_trial
+    from ablate.runtime.progress import StudyProgress
+    from ablate.spec.loading import spec_from_dict
+    from ablate.runtime.storage import open_storage
+    from ablate.runtime.work import StudyWork
+    from ablate.runtime.worker_loop import pop_trial
+    from ablate.runtime.trial import run_trial
 
     spec = spec_from_dict(tiny_study(name="twice", repeats=1, factors={"model.skip": ["none"]})).spec
     with database("twice") as storage:
@@ -415,7 +418,7 @@ def test_three_workers_run_an_8_trial_grid_exactly_once(workers: Workers, mlflow
 @pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_retried_and_its_run_ends_killed(workers: Workers, mlflow_server: MlflowServer) -> None:
     raw = tiny_study(name="killed", data={"dataset": "mnist-embedded", "train_size": 512, "val_size": 64, "test_size": 32},
-                     train={"epochs": 5, "batch_size": 64})  # fmt: skip
+                     train={"epochs": 5, "batch_size": 64})
     workers.submit(raw)
     beat = ("--heartbeat", "1", "--grace", "4")
     first, second = workers.start("--study", "killed", *beat), workers.start("--study", "killed", *beat)
@@ -459,7 +462,7 @@ def test_a_worker_killed_mid_trial_is_retried_and_its_run_ends_killed(workers: W
 def test_postgres_connections_dropped_and_mlflow_restarted_mid_study(workers: Workers, mlflow_server: MlflowServer) -> None:
     epochs = 4
     raw = tiny_study(name="faults", data={"dataset": "mnist-embedded", "train_size": 512, "val_size": 64, "test_size": 32},
-                     train={"epochs": epochs, "batch_size": 64})  # fmt: skip
+                     train={"epochs": epochs, "batch_size": 64})
     workers.submit(raw)
     for _ in range(2):
         workers.start("--study", "faults", "--heartbeat", "2", "--grace", "30")

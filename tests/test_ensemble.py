@@ -17,13 +17,15 @@ import pytest
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
-from ablate.config import ModelConfig
-from ablate.ensembles import EnsembleError, Scorer, reference_points
+from ablate.spec.run_config import ModelConfig
+from ablate.families.ensemble_weights import EnsembleError, Scorer, reference_points
 from ablate.models import build_unet
-from ablate.models.ensemble import build_ensemble, simplex_weights
-from ablate.progress import StudyProgress
-from ablate.spec import SpecError, load_spec, spec_from_dict
-from ablate.study import StudyConflictError, run_study
+from ablate.models.weighted_ensemble import build_ensemble, simplex_weights
+from ablate.runtime.progress import StudyProgress
+from ablate.spec.errors import SpecError
+from ablate.spec.loading import load_spec, spec_from_dict
+from ablate.runtime.studies import StudyConflictError
+from ablate.runtime.run import run_study
 
 from conftest import REPO, tiny_study
 
@@ -106,7 +108,7 @@ def test_scorer_agrees_with_keras_losses() -> None:
 
 
 def test_optimum_is_the_best_point_of_the_simplex() -> None:
-    from ablate.ensembles import optimum_weights
+    from ablate.families.ensemble_weights import optimum_weights
 
     rng = np.random.default_rng(6)
     clean = rng.random((16, 28, 28, 1)).astype(np.float32)
@@ -124,8 +126,8 @@ def test_optimum_is_the_best_point_of_the_simplex() -> None:
 
 
 def test_bulk_copy_stores_what_add_trials_stores(tmp_path) -> None:
-    from ablate.ensembles import Scorer as _Scorer, search_weights
-    from ablate.weight_study import bulk_add_trials
+    from ablate.families.ensemble_weights import Scorer as _Scorer, search_weights
+    from ablate.runtime.optuna_internals import bulk_add_trials
 
     rng = np.random.default_rng(5)
     scorer = _Scorer(rng.random((3, 8, 28, 28, 1)).astype(np.float32), rng.random((8, 28, 28, 1)).astype(np.float32), "mse")
@@ -143,7 +145,7 @@ def test_bulk_copy_stores_what_add_trials_stores(tmp_path) -> None:
         return [
             (t.number, t.state, t.values, t.params, t.distributions, t.user_attrs, t.system_attrs, t.datetime_start, t.datetime_complete)
             for t in optuna.load_study(study_name=name, storage=url).get_trials()
-        ]  # fmt: skip
+        ]
 
     assert stored("bulk") == stored("plain")
     assert [t[0] for t in stored("bulk")] == list(range(13))
@@ -178,7 +180,7 @@ def test_weight_study_validation() -> None:
 
 
 def test_shipped_weight_study_validates_and_names_its_source(capsys) -> None:
-    from ablate.cli import main
+    from ablate.cli.main import main
 
     path = REPO / "studies" / "ensemble_weights.yaml"
     text = path.read_text()
@@ -194,7 +196,7 @@ def test_shipped_weight_study_validates_and_names_its_source(capsys) -> None:
 
 
 def test_workers_do_not_take_a_weight_study(write_study, tmp_path, capsys) -> None:
-    from ablate.cli import main
+    from ablate.cli.main import main
 
     path = write_study(weight_spec())
     assert main(["submit", str(path), "--home", str(tmp_path / "home")]) == 1
@@ -211,7 +213,7 @@ def run(raw: dict, project) -> object:
 @pytest.fixture(scope="module")
 def members_project(tmp_path_factory):
     """A project holding a finished tiny autoencoder study (4 trials with saved models)."""
-    from ablate.home import resolve_project
+    from ablate.project import resolve_project
 
     project = resolve_project(home=tmp_path_factory.mktemp("ensemble") / "home")
     outcome = run(tiny_study(name=SOURCE, train={"epochs": 1, "batch_size": 64}), project)
@@ -223,7 +225,7 @@ def members_project(tmp_path_factory):
 def test_weight_study_end_to_end(members_project, tmp_path) -> None:
     import keras
 
-    from ablate.data import load_splits
+    from ablate.training.data import load_splits
 
     project = members_project
     outcome = run(weight_spec(), project)

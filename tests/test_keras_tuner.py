@@ -18,11 +18,13 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 from rich.console import Console
 
-from ablate.engines.keras_tuner import KerasTunerEngineError, Levels, search_space, trial_levels
-from ablate.home import resolve_project
-from ablate.progress import StudyProgress
-from ablate.spec import SpecError, load_spec, spec_from_dict
-from ablate.study import StudyOutcome, run_study, trial_records
+from ablate.runtime.engines.keras_tuner import KerasTunerEngineError, Levels, search_space, trial_levels
+from ablate.project import resolve_project
+from ablate.runtime.progress import StudyProgress
+from ablate.spec.errors import SpecError
+from ablate.spec.loading import load_spec, spec_from_dict
+from ablate.runtime.studies import StudyOutcome, trial_records
+from ablate.runtime.run import run_study
 
 from conftest import tiny_study
 
@@ -114,10 +116,10 @@ def test_factors_map_to_kerastuner_hyperparameters_with_their_types_and_conditio
     assert codecs["model.batch_norm"].decode("false") is False
 
     plain = {"model.skip": "none", "train.learning_rate": 0.001, "model.block": "plain", "model.residual_blocks": 2,
-             "model.batch_norm": "true"}  # fmt: skip
+             "model.batch_norm": "true"}
     assert trial_levels(spec, plain, codecs, space) == {
         "model.skip": "none", "train.learning_rate": 0.001, "model.block": "plain", "model.batch_norm": True,
-    }  # fmt: skip
+    }
     residual = {**plain, "model.block": "residual"}
     assert trial_levels(spec, residual, codecs, space)["model.residual_blocks"] == 2
 
@@ -229,5 +231,5 @@ def test_hyperband_budgets_are_pruned_trials_and_promotions_retrain_with_the_sam
     same_layout(layout(client, run_id), {**reference["runs"][0], "artifacts": {
         "model_summary.txt", "reconstructions", "model", "reconstructions/epoch_001.png",
         "reconstructions/epoch_002.png", "reconstructions/final.png", "model/model.keras",
-    }})  # fmt: skip
+    }})
     assert client.get_run(outcome.parent_run_id).data.tags["ablate.best_trial"] == str(promoted.number)

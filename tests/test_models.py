@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ablate.config import DiffusionConfig, ModelConfig
+from ablate.spec.run_config import DiffusionConfig, ModelConfig
 from ablate.families.diffusion import chain_picture
-from ablate.images import chain_grid
+from ablate.training.images import chain_grid
 from ablate.models import build_unet
-from ablate.models.diffusion import build_denoiser, reverse_chain
+from ablate.models.denoiser import build_denoiser
+from ablate.families.diffusion_process import reverse_chain
 
 SHAPE = (28, 28, 1)
 

@@ -45,7 +45,7 @@ def test_run_replaces_its_worker_process_every_n_trials(write_study, project) ->
     result = subprocess.run(
         [ABLATE, "run", str(path), "--home", str(project.home), "--recycle-after", "2"],
         env=ENV, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     assert "4/4 complete" in result.stderr
     assert result.stderr.count("starting a fresh one") == 1  # two children of two trials each
@@ -69,7 +69,7 @@ def test_each_batch_runs_in_a_fork_of_one_warm_process_that_imported_once(write_
     result = subprocess.run(
         [ABLATE, "run", str(path), "--home", str(project.home), "--recycle-after", "10"],
         env={**ENV, "ABLATE_FORK_SECONDS": "0.001"}, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     assert "4/4 complete" in result.stderr
     forked = re.findall(r"worker process (\d+) ran its 1 trial\(s\); starting a fresh one \(forked from (\d+)\)", result.stderr)
@@ -91,7 +91,7 @@ def test_worker_recycles_under_one_id_and_keeps_its_trial_limit(write_study, pro
     worker = subprocess.Popen(
         [ABLATE, "worker", "--study", "limited", "--recycle-after", "2", "--max-trials", "3"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    )
     output, _ = worker.communicate(timeout=300)
     assert worker.returncode == 0, output
     trials = trials_of(project, "limited")
@@ -114,7 +114,7 @@ def test_ctrl_c_interrupts_the_child_once_and_the_next_run_retries(write_study, 
     parent = subprocess.Popen(
         command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         preexec_fn=_interruptible,
-    )  # fmt: skip
+    )
     try:
         running = wait_for(lambda: running_trial(project, "interrupted", parent), "a trial past its first epoch")
         child = int(running.user_attrs["ablate.worker"].rsplit(":", 1)[1])
@@ -149,7 +149,7 @@ def test_the_child_dies_with_a_killed_parent(write_study, project) -> None:
     parent = subprocess.Popen(
         [ABLATE, "run", str(path), "--home", str(project.home), "--recycle-after", "5"],
         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     try:
         running = wait_for(lambda: running_trial(project, "orphan", parent), "a trial past its first epoch")
     finally:

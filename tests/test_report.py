@@ -26,17 +26,18 @@ from mlflow.tracking import MlflowClient
 from optuna.distributions import CategoricalDistribution
 from rich.console import Console
 
-from ablate.analysis import seeds_needed
-from ablate.cli import build_parser, main
-from ablate.home import resolve_project
-from ablate.progress import StudyProgress
-from ablate.report import make_report
+from ablate.analysis.effects import seeds_needed
+from ablate.cli.main import build_parser, main
+from ablate.project import resolve_project
+from ablate.runtime.progress import StudyProgress
+from ablate.report.make import make_report
 from ablate.report.answer import BaselineError
 from ablate.report.figures import split_rows
 from ablate.report.render import fmt_p
-from ablate.report.importance import conditional_ped_anova, importances, objectives_of
-from ablate.spec import load_spec, spec_from_dict
-from ablate.study import CELL_ATTR, SEED_ATTR, SPEC_ATTR, run_study
+from ablate.analysis.importance import conditional_ped_anova, importances, objectives_of
+from ablate.spec.loading import load_spec, spec_from_dict
+from ablate.spec.attributes import CELL_ATTR, SEED_ATTR, SPEC_ATTR
+from ablate.runtime.run import run_study
 
 from conftest import tiny_study
 
@@ -78,14 +79,14 @@ def rows_in_order(picture: np.ndarray, rows: list[np.ndarray]) -> bool:
     """
     height, width = rows[0].shape
     spots = [(y, x) for y in range(picture.shape[0] - height + 1) for x in range(picture.shape[1] - width + 1)
-             if picture[y, x] == rows[0][0, 0] and np.array_equal(picture[y : y + height, x : x + width], rows[0])]  # fmt: skip
+             if picture[y, x] == rows[0][0, 0] and np.array_equal(picture[y : y + height, x : x + width], rows[0])]
     if not spots:
         return False
     top, left = spots[0]
     end = top + height
     for row in rows[1:]:
         below = [y for y in range(end, picture.shape[0] - row.shape[0] + 1)
-                 if np.array_equal(picture[y : y + row.shape[0], left : left + row.shape[1]], row)]  # fmt: skip
+                 if np.array_equal(picture[y : y + row.shape[0], left : left + row.shape[1]], row)]
         if not below or (picture[end : below[0], left : left + width] != 255).any():
             return False
         end = below[0] + row.shape[0]
@@ -128,7 +129,7 @@ def test_report_matches_what_optuna_and_mlflow_hold(trained: Any, tmp_path: Path
         assert needed is None or (needed > 2 and f"--set repeats={needed}" in effect["note"])
     # `ablate reproduce` shares the analysis: its table and its verdict for this study are the
     # report's effect and note.
-    from ablate.reproduce import compare, verdict
+    from ablate.report.reproduction import compare, verdict
 
     table = compare("skip-vs-noskip", spec_from_dict(tiny_study(name="tiny-report")), project)
     assert table["paired_difference"]["mean"] == effect["difference"]["mean"]
@@ -166,7 +167,7 @@ def test_report_matches_what_optuna_and_mlflow_hold(trained: Any, tmp_path: Path
     # The folder, and the same folder logged to the study's parent run.
     names = {p.name for p in report.folder.iterdir()}
     assert {"index.html", "report.md", "report.json", "best.yaml", "effects.png", "learning_curves.png",
-            "reconstructions.png"} <= names  # fmt: skip
+            "reconstructions.png"} <= names
     assert json.loads((report.folder / "report.json").read_text())["effects"][0]["difference"]["mean"] == pytest.approx(np.mean(diffs))
     assert report.logged_to == study.user_attrs["mlflow_parent_run_id"]
     logged = logged_files(client, report.logged_to, "report")
@@ -179,7 +180,7 @@ def test_report_matches_what_optuna_and_mlflow_hold(trained: Any, tmp_path: Path
     # each variant's reconstruction, every row pixel for pixel the final.png of its median run.
     finals = {cell: split_rows(pixels(Path(client.download_artifacts(run["run_id"], "reconstructions/final.png",
                                                                      str(tmp_path / run["run_id"])))))
-              for cell, run in answer["median_runs"].items()}  # fmt: skip
+              for cell, run in answer["median_runs"].items()}
     none, concat = finals["model.skip=none"], finals["model.skip=concat"]
     assert [r.shape[0] for r in none] == [56, 56, 56]  # 28 px images, scale 2, in three rows
     assert not (none[0] == 255).all() and none[0].std() > 10  # the clean row holds digits, not the gap
@@ -238,7 +239,7 @@ def test_markdown_with_out_gives_the_pages_answer_and_pictures(trained: Any, tmp
     for level in ("none", "concat"):
         run_ids = [t.user_attrs["mlflow_run_id"] for t in study.trials if t.params["model.skip"] == level]
         last = {metric: np.mean([max(client.get_metric_history(r, metric), key=lambda m: m.step).value for r in run_ids])
-                for metric in ("val_loss", "train_loss")}  # fmt: skip
+                for metric in ("val_loss", "train_loss")}
         assert f"| model.skip={level} | 2 | {last['val_loss']:.4f} | {last['train_loss']:.4f} | 2 |" in md
 
 
@@ -249,7 +250,7 @@ def test_reconstructions_of_a_noise_study_show_each_variants_own_input(tmp_path:
     project = resolve_project(home=tmp_path / "home")
     raw = tiny_study(name="tiny-noise", data={"dataset": "mnist-embedded", "train_size": 64, "val_size": 16, "test_size": 16},
                      model={"filters": 2, "depth": 2}, train={"epochs": 1, "batch_size": 32},
-                     factors={"data.noise.factor": [0.2, 0.7]}, repeats=1)  # fmt: skip
+                     factors={"data.noise.factor": [0.2, 0.7]}, repeats=1)
     assert train_quietly(raw, project).complete == 2
     report = make_report("tiny-noise", project, form="md", out=tmp_path / "md", bootstrap=0)
     client = MlflowClient(project.tracking_uri)
@@ -257,7 +258,7 @@ def test_reconstructions_of_a_noise_study_show_each_variants_own_input(tmp_path:
     assert list(runs) == ["data.noise.factor=0.2", "data.noise.factor=0.7"]
     low, high = (split_rows(pixels(Path(client.download_artifacts(run["run_id"], "reconstructions/final.png",
                                                                    str(tmp_path / run["run_id"])))))
-                 for run in runs.values())  # fmt: skip
+                 for run in runs.values())
     assert np.array_equal(low[0], high[0]) and not np.array_equal(low[1], high[1])  # same clean, other noise
     picture = pixels(tmp_path / "md" / "reconstructions.png")
     assert rows_in_order(picture, [low[0], low[1], low[2], high[1], high[2]])
@@ -271,7 +272,7 @@ def test_median_run_of_an_even_count_is_the_better_middle_seed(tmp_path: Path) -
     for direction, seed in (("minimize", 1), ("maximize", 3)):
         raw = tiny_study(name=f"median-{direction}", objective={"metric": "val_psnr", "direction": direction}, repeats=4)
         name = make_stored_study(project, raw, [({"model.skip": skip}, s, v + (skip == "concat"))
-                                                for skip in ("none", "concat") for s, v in enumerate(values)])  # fmt: skip
+                                                for skip in ("none", "concat") for s, v in enumerate(values)])
         median = make_report(name, project, form="json", bootstrap=0).answer["median_runs"]["model.skip=none"]
         assert (median["seed"], median["value"], median["of"]) == (seed, values[seed], 4), direction
 
@@ -289,11 +290,11 @@ def test_a_study_without_a_parent_run_says_its_report_was_not_logged(
 
 
 def test_reproduce_verdict_is_the_reports_note_against_the_reference() -> None:
-    from ablate.reproduce import verdict
+    from ablate.report.reproduction import verdict
 
     def result(kind: str, mean: float) -> dict[str, Any]:
         return {"paired_difference": {"of": "skip - noskip", "verdict": kind, "note": f"the analysis' note ({kind})", "mean": mean},
-                "reference": {"noskip": 0.1664, "skip": 0.14, "epochs": 20}, "direction": "minimize"}  # fmt: skip
+                "reference": {"noskip": 0.1664, "skip": 0.14, "epochs": 20}, "direction": "minimize"}
 
     assert verdict(result("better", -0.02)) == "skip - noskip: the reference's finding holds: the analysis' note (better)."
     assert verdict(result("worse", 0.02)) == "skip - noskip: the opposite of the reference: the analysis' note (worse)."
@@ -311,7 +312,7 @@ def test_importances_rank_a_planted_factor_first_with_a_bootstrap_range() -> Non
             value=float((skip == "concat") * 1.0 + rng.normal(0, 0.05)),
         )
         for skip in ("none", "concat") for filters in (4, 8, 16) for _ in range(3)
-    ]  # fmt: skip
+    ]
     result = importances(trials, [{"metric": "val_loss", "direction": "minimize"}], resamples=8)
     assert result["computed"] and result["resamples"] == 8 and result["trials"] == 18
     (objective,) = result["objectives"]
@@ -337,7 +338,7 @@ SEARCHED_FACTORS = {
 def test_importances_of_values_that_do_not_vary_say_so_instead_of_failing() -> None:
     distributions = {"model.skip": CategoricalDistribution(["none", "concat"]), "model.filters": CategoricalDistribution([4, 8])}
     trials = [optuna.trial.create_trial(params={"model.skip": skip, "model.filters": f}, distributions=distributions, value=0.5)
-              for skip in ("none", "concat") for f in (4, 8) for _ in range(2)]  # fmt: skip
+              for skip in ("none", "concat") for f in (4, 8) for _ in range(2)]
     result = importances(trials, [{"metric": "val_loss", "direction": "minimize"}], resamples=2)
     (objective,) = result["objectives"]
     assert objective["fanova"]["computed"] is False and "do not vary" in objective["fanova"]["reason"]
@@ -403,7 +404,7 @@ def test_searched_study_report_ranks_importances_and_gives_the_best_trial(tmp_pa
     project = resolve_project(home=tmp_path / "home")
     project.home.mkdir(parents=True)
     spec = spec_from_dict(tiny_study(name="searched", design="search", search={"sampler": "random", "trials": 40},
-                                     repeats=2, factors=SEARCHED_FACTORS)).spec  # fmt: skip
+                                     repeats=2, factors=SEARCHED_FACTORS)).spec
     study = searched_study(40, storage=project.storage, name=spec.name)
     study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
     report = make_report(spec.name, project, form="md", bootstrap=4)
@@ -434,12 +435,12 @@ def test_searched_study_report_ranks_importances_and_gives_the_best_trial(tmp_pa
 def test_one_at_a_time_report_compares_with_the_study_baseline(tmp_path: Path) -> None:
     project = resolve_project(home=tmp_path / "home")
     raw = tiny_study(name="oat", design="one-at-a-time", baseline={"model.skip": "concat"}, repeats=3,
-                     factors={"model.skip": ["none", "concat"], "model.filters": [4, 8, 16]})  # fmt: skip
+                     factors={"model.skip": ["none", "concat"], "model.filters": [4, 8, 16]})
     spec = spec_from_dict(raw).spec
     planted = {("concat", 4): 0.10, ("none", 4): 0.14, ("concat", 8): 0.09, ("concat", 16): 0.085}
     offsets = [0.0, 0.01, -0.01]
     rows = [(cell, seed, planted[(cell["model.skip"], cell["model.filters"])] + offsets[seed] + 0.001 * (seed == 1) * (i % 2))
-            for i, cell in enumerate(spec.cells()) for seed in range(3)]  # fmt: skip
+            for i, cell in enumerate(spec.cells()) for seed in range(3)]
     name = make_stored_study(project, raw, rows)
     answer = make_report(name, project, form="md", bootstrap=0).answer
     assert answer["design"]["baseline"] == {"model.skip": "concat", "model.filters": 4}  # the study's reference
@@ -463,15 +464,15 @@ def two_objective_study(storage: str | None = None, name: str | None = None) -> 
     behind the front so it stays the same.
     """
     spec = {"name": name or "two-objectives", "objective": [{"metric": "val_loss", "direction": "minimize"},
-                                                           {"metric": "val_psnr", "direction": "maximize"}]}  # fmt: skip
+                                                           {"metric": "val_psnr", "direction": "maximize"}]}
     study = optuna.create_study(directions=["minimize", "maximize"], sampler=optuna.samplers.RandomSampler(seed=3))
     study.set_user_attr(SPEC_ATTR, spec)
     distributions = {"model.filters": optuna.distributions.IntDistribution(4, 64),
-                     "train.learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}  # fmt: skip
+                     "train.learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
     for k, values in enumerate([(0.1, 20.0), (0.2, 25.0), (0.3, 24.0), (0.4, 30.0), (0.5, 10.0)]):
         study.add_trial(optuna.trial.create_trial(params={"model.filters": 4 + k, "train.learning_rate": 1e-3},
                                                   distributions=distributions, values=list(values),
-                                                  user_attrs={CELL_ATTR: f"trial-{k}", SEED_ATTR: 0}))  # fmt: skip
+                                                  user_attrs={CELL_ATTR: f"trial-{k}", SEED_ATTR: 0}))
     rng = np.random.default_rng(3)
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
@@ -492,14 +493,14 @@ def two_objective_study(storage: str | None = None, name: str | None = None) -> 
 
 
 def test_multi_objective_importances_per_objective_and_the_pareto_front() -> None:
-    from ablate.report.pareto import pareto_front
+    from ablate.analysis.pareto import pareto_front
 
     study, front = two_objective_study()
     objectives = objectives_of(study.user_attrs[SPEC_ATTR], ["minimize", "maximize"])
     assert [o["metric"] for o in objectives] == ["val_loss", "val_psnr"]
     # The spec's objective may also be one mapping (single-objective studies), or missing.
     assert objectives_of({"objective": {"metric": "val_mse", "direction": "minimize"}}, ["minimize"]) == [
-        {"metric": "val_mse", "direction": "minimize"}]  # fmt: skip
+        {"metric": "val_mse", "direction": "minimize"}]
     assert objectives_of({}, ["minimize", "maximize"])[1] == {"metric": "objective 1", "direction": "maximize"}
 
     pareto = pareto_front(study, objectives)
@@ -526,12 +527,12 @@ def make_stored_study(project: Any, spec: dict[str, Any], rows: list[tuple[dict[
     study.set_user_attr(SPEC_ATTR, loaded.model_dump(mode="json"))
     levels = loaded.levels
     for params, seed, value in rows:
-        from ablate.spec import cell_key
+        from ablate.spec.levels import cell_key
 
         study.add_trial(optuna.trial.create_trial(
             params=params, distributions={n: CategoricalDistribution(levels[n]) for n in params}, value=value,
             user_attrs={CELL_ATTR: cell_key(params), SEED_ATTR: seed},
-        ))  # fmt: skip
+        ))
     return loaded.name
 
 
@@ -544,7 +545,7 @@ def planted_grid(tmp_path: Path) -> tuple[Any, str, dict[tuple[str, int, int], f
     values = {
         (skip, filters, seed): float(0.12 + offsets[seed] - 0.05 * (skip == "concat") + rng.normal(0, 0.002))
         for skip in ("none", "concat") for filters in (4, 8) for seed in range(3)
-    }  # fmt: skip
+    }
     name = make_stored_study(
         project, tiny_study(name="planted-grid", factors={"model.skip": ["none", "concat"], "model.filters": [4, 8]}, repeats=3),
         [({"model.skip": skip, "model.filters": filters}, seed, v) for (skip, filters, seed), v in values.items()],
@@ -619,7 +620,7 @@ def stored_two_objectives(tmp_path: Path) -> tuple[Any, str, set[int]]:
         objective=[{"metric": "val_loss", "direction": "minimize"}, {"metric": "val_psnr", "direction": "maximize"}],
         factors={"model.filters": {"type": "int", "low": 4, "high": 64},
                  "train.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
-    )).spec  # fmt: skip
+    )).spec
     study, front = two_objective_study(project.storage, spec.name)
     study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
     return project, spec.name, front
@@ -743,7 +744,7 @@ def test_diffusion_report_shows_each_variants_chain_and_samples(diffusion_study:
     # The page shows chains, not reconstructions: no final.png is fetched and no reconstructions.png drawn.
     assert not (page_report.folder / "reconstructions.png").exists() and "reconstructions" not in page_report.answer["pictures"]
     assert {page_report.folder / v["images"][i]["file"] for v in page_report.answer["diffusion"]["variants"]
-            for i in ("chain", "samples")} <= set(page_report.files)  # fmt: skip
+            for i in ("chain", "samples")} <= set(page_report.files)
     stored = json.loads((page_report.folder / "report.json").read_text())
     assert stored["diffusion"]["variants"][0]["images"]["chain"]["file"] == "diffusion/trial0-chain.png"
 
@@ -756,7 +757,7 @@ def weight_study(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A tiny autoencoder study (3 seeds, 3 saved models, 1 epoch), then a real 20-trial weight study of them."""
     project = resolve_project(home=tmp_path_factory.mktemp("ensemble-report") / "home")
     members = tiny_study(name=WEIGHT_SOURCE, data={"dataset": "mnist-embedded", "train_size": 128, "val_size": 32, "test_size": 32},
-                         train={"epochs": 1, "batch_size": 64}, factors={"model.skip": ["concat"]}, repeats=3)  # fmt: skip
+                         train={"epochs": 1, "batch_size": 64}, factors={"model.skip": ["concat"]}, repeats=3)
     assert train_quietly(members, project).complete == 3
     raw = {
         "name": "tiny-weights",
@@ -833,7 +834,7 @@ def test_weight_study_report_shows_the_weights_and_every_score(weight_study: Any
     md = (report.folder / "report.md").read_text()
     assert "## Ensemble: weights, members vs uniform vs searched" in md
     assert f"| uniform average | each weight 1/3 |  | {rows['uniform']['val_loss']:.4f} | {rows['uniform']['val_mse']:.4f} | " \
-        f"{rows['uniform']['test_loss']:.4f} | {rows['uniform']['test_mse']:.4f} |" in md  # fmt: skip
+        f"{rows['uniform']['test_loss']:.4f} | {rows['uniform']['test_mse']:.4f} |" in md
     assert "| **searched weights** |" in md and "Weights: " in md
 
 
@@ -902,7 +903,7 @@ def load_in_chromium(page: Path, profile: Path, shots: Path, selectors: tuple[st
             "rows": browser.evaluate(session, "document.querySelectorAll('#trials-table tbody tr.trial').length"),
             "image": browser.evaluate(session, "(() => { const i = document.querySelector('img.reconstructions'); return i && i.complete ? i.naturalWidth : 0; })()"),
             "images": browser.evaluate(session, "Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length"),
-        }  # fmt: skip
+        }
         pictures = {"page": browser.screenshot(session, shots / "page.png")}
         for selector in selectors:
             box = browser.evaluate(session, f"JSON.stringify(document.querySelector('{selector}').getBoundingClientRect())")
@@ -911,7 +912,7 @@ def load_in_chromium(page: Path, profile: Path, shots: Path, selectors: tuple[st
         events = list(browser.events)
     errors = [e for e in events if e["method"] == "Runtime.exceptionThrown"
               or (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
-              or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]  # fmt: skip
+              or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
     requests = [e["params"]["request"]["url"] for e in events if e["method"] == "Network.requestWillBeSent"]
     return {**seen, "pictures": pictures, "errors": errors, "requests": requests}
 
@@ -954,7 +955,7 @@ def test_page_in_headless_chromium(trained: Any, tmp_path: Path) -> None:
     report = make_report("tiny-report", project, form="html", out=tmp_path / "page", log=False)
     page = report.folder / "index.html"
     seen = load_in_chromium(page, tmp_path / "profile", SCREENSHOTS / "report-page",
-                            ("#chart-effects", "#chart-curves", "img.reconstructions"), charts=2)  # fmt: skip
+                            ("#chart-effects", "#chart-curves", "img.reconstructions"), charts=2)
     assert seen["charts"] == 2 and seen["chart_ids"] == ["chart-effects", "chart-curves"]  # one factor: no importances
     assert seen["rows"] == 4 == len(report.answer["trials"])
     assert seen["image"] > 0, "the reconstruction picture did not load"
@@ -967,7 +968,7 @@ def test_multi_objective_page_in_headless_chromium(stored_two_objectives: Any, t
     report = make_report(name, project, form="html", out=tmp_path / "page", bootstrap=2, log=False)
     page = report.folder / "index.html"
     seen = load_in_chromium(page, tmp_path / "profile", SCREENSHOTS / "multi-objective-page",
-                            ("#chart-importances", "#chart-pareto", "#pareto-table"), charts=2)  # fmt: skip
+                            ("#chart-importances", "#chart-pareto", "#pareto-table"), charts=2)
     # A search has no effects, and these trials have no MLflow runs, so no curves.
     assert seen["charts"] == 2 and seen["chart_ids"] == ["chart-importances", "chart-pareto"]
     assert seen["rows"] == 40 == len(report.answer["trials"])
@@ -981,7 +982,7 @@ def test_diffusion_page_in_headless_chromium(diffusion_study: Any, tmp_path: Pat
     report = make_report(name, project, form="html", out=tmp_path / "page", bootstrap=0, log=False)
     page = report.folder / "index.html"
     seen = load_in_chromium(page, tmp_path / "profile", SCREENSHOTS / "diffusion-page",
-                            ("#chart-curves", "#diffusion", "img.diffusion.chain", "img.diffusion.samples"), charts=2)  # fmt: skip
+                            ("#chart-curves", "#diffusion", "img.diffusion.chain", "img.diffusion.samples"), charts=2)
     assert seen["charts"] == 2 and seen["chart_ids"] == ["chart-effects", "chart-curves"]
     assert seen["images"] == 4, "each variant's chain and samples did not all load"
     assert seen["rows"] == 2
@@ -995,7 +996,7 @@ def test_ensemble_page_in_headless_chromium(weight_study: Any, tmp_path: Path) -
     report = make_report(name, project, form="html", out=tmp_path / "page", bootstrap=2, log=False)
     page = report.folder / "index.html"
     seen = load_in_chromium(page, tmp_path / "profile", SCREENSHOTS / "ensemble-page",
-                            ("#chart-ensemble", "table.ensemble", "img.reconstructions"), charts=1)  # fmt: skip
+                            ("#chart-ensemble", "table.ensemble", "img.reconstructions"), charts=1)
     # A weight study: no effects (a search), no curves (it trains nothing), no importances (simplex coordinates).
     assert seen["charts"] == 1 and seen["chart_ids"] == ["chart-ensemble"]
     assert seen["image"] > 0, "the best member and ensemble reconstructions did not load"
@@ -1028,7 +1029,7 @@ class Chromium:
         flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", "--window-size=1280,4000", f"--user-data-dir={self.profile}",
-                 "--remote-debugging-pipe", "about:blank"]  # fmt: skip
+                 "--remote-debugging-pipe", "about:blank"]
         self.process = subprocess.Popen(
             [self.binary, *flags], preexec_fn=wire, close_fds=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

@@ -63,7 +63,7 @@ def test_run_with_two_local_workers_runs_each_trial_once(tmp_path: Path, write_s
     assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
     assert sorted((t.user_attrs["ablate.cell"], t.user_attrs["ablate.seed"]) for t in trials) == [
         ("model.skip=concat", 0), ("model.skip=concat", 1), ("model.skip=none", 0), ("model.skip=none", 1),
-    ]  # fmt: skip
+    ]
     assert all(t.user_attrs["ablate.worker"] for t in trials)  # run by the workers, not the parent
     client = MlflowClient(f"sqlite:///{tmp_path / '.ablate' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("two-workers")
@@ -74,7 +74,7 @@ def test_run_with_two_local_workers_runs_each_trial_once(tmp_path: Path, write_s
 
 
 def test_passwords_in_urls_are_scrubbed_from_text() -> None:
-    from ablate.tracking import scrub
+    from ablate.redaction import scrub
 
     text = "could not reach postgresql+psycopg2://bob:p@ss/w@db.example:5432/optuna (http://h:5000/x, me@example.com)"
     assert scrub(text) == "could not reach postgresql+psycopg2://bob:***@db.example:5432/optuna (http://h:5000/x, me@example.com)"

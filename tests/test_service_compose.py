@@ -131,13 +131,13 @@ def test_services_ports_volumes_and_the_gpu_worker() -> None:
 
 
 def test_ablate_commands_parse_with_ablate_parser() -> None:
-    from ablate.cli import build_parser
+    from ablate.cli.main import build_parser
 
     services = compose(filled_env())["services"]
     command = services["worker"]["command"]
     assert command[0] == "ablate"
     args = build_parser().parse_args(command[1:])
-    assert args.handler.__name__ == "_worker" and args.all
+    assert args.handler.__name__ == "worker_command" and args.all
     with pytest.raises(SystemExit):
         build_parser().parse_args(["worker", "--bogus"])  # the check can fail
 
@@ -174,7 +174,7 @@ def test_optuna_dashboard_command_runs_against_a_real_storage(tmp_path: Path) ->
         args[args.index("--host") + 1], args[args.index("--port") + 1] = "127.0.0.1", str(port)
         binary = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
         process = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                   start_new_session=True)  # fmt: skip
+                                   start_new_session=True)
         try:
             deadline = time.monotonic() + 60
             while True:

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ablate.cli import build_parser, main
-from ablate.reproduce import load_reproduction
-from ablate.spec import cell_key, load_spec
+from ablate.cli.main import build_parser, main
+from ablate.report.reproduction import load_reproduction
+from ablate.spec.levels import cell_key
+from ablate.spec.loading import load_spec
 
 from conftest import REPO
 
@@ -119,7 +120,7 @@ def test_loco_unet_leaves_out_one_component_at_a_time(profile: str | None) -> No
     full = {
         "model.skip": "concat", "model.block": "residual", "model.residual_blocks": 1,
         "model.batch_norm": True, "model.dropout": 0.1, "model.upsampling": "transpose",
-    }  # fmt: skip
+    }
     plain = {name: level for name, level in full.items() if name != "model.residual_blocks"}
     expected = [
         full,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ablate.spec import SpecError, cell_key, load_spec, spec_from_dict
+from ablate.spec.errors import SpecError
+from ablate.spec.levels import cell_key
+from ablate.spec.loading import load_spec, spec_from_dict
 
 from conftest import REPO, tiny_study
 

@@ -9,9 +9,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
-from ablate.progress import StudyProgress
-from ablate.spec import spec_from_dict
-from ablate.study import StudyConflictError, load_study, run_study
+from ablate.runtime.progress import StudyProgress
+from ablate.spec.loading import spec_from_dict
+from ablate.runtime.studies import StudyConflictError, load_study
+from ablate.runtime.run import run_study
 
 from conftest import tiny_study
 
@@ -36,7 +37,7 @@ def test_tiny_study_end_to_end_and_resume(project) -> None:
     trials = study.get_trials()
     assert sorted((t.params["model.skip"], t.user_attrs["ablate.seed"]) for t in trials) == [
         ("concat", 0), ("concat", 1), ("none", 0), ("none", 1),
-    ]  # fmt: skip
+    ]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert study.user_attrs["ablate.spec"]["name"] == "tiny"
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from mlflow.exceptions import MlflowException
 
-from ablate.tracking import SYNC_ENV, Tracker, TrialRun
+from ablate.tracking.trial_run import SYNC_ENV, TrialRun
+from ablate.tracking.tracker import Tracker
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ablate.config import ModelConfig, TrainConfig
+from ablate.spec.run_config import ModelConfig, TrainConfig
 from ablate.models import build_unet
-from ablate.train import NonFiniteLossError, SeededBatches, compile_model, fit
+from ablate.training.fit import NonFiniteLossError, SeededBatches, compile_model, fit
 
 
 def test_batch_order_depends_only_on_seed_and_epoch() -> None:
@@ -43,7 +43,7 @@ def test_fit_reports_each_epoch_with_split_prefixes() -> None:
     result = fit(
         model, x_train_noisy=noisy, x_train=clean, x_val_noisy=noisy[:16], x_val=clean[:16],
         cfg=TrainConfig(epochs=2, batch_size=32), seed=0, on_epoch=lambda e, m: seen.append((e, m)),
-    )  # fmt: skip
+    )
     assert [epoch for epoch, _ in seen] == [1, 2]
     assert {"train_loss", "train_mse", "train_psnr", "val_loss", "val_mse", "val_psnr"} <= set(seen[0][1])
     assert result.epochs_run == 2 and result.last("val_loss") == seen[-1][1]["val_loss"]

@@ -1,5 +1,5 @@
 """`python -m ablate` is the `ablate` command."""
 
-from ablate.cli import main
+from ablate.cli.main import main
 
 raise SystemExit(main())

@@ -1,8 +1,8 @@
 """Incremental denoising, the slides' diffusion exercise: the U-Net learns x_t -> x_{t-1}.
 
-The noising chain x_0 (clean) .. x_T is `ablate.data.diffusion_chain`'s: T steps of
+The noising chain x_0 (clean) .. x_T is `ablate.families.diffusion_process.diffusion_chain`'s: T steps of
 `diffusion.distribution` noise, `diffusion.magnitude` in total, clipped to [0, 1] after each step.
-A trial trains the denoiser of `ablate.models.diffusion` on (x_t, x_{t-1}) pairs and judges it
+A trial trains the denoiser of `ablate.models.denoiser` on (x_t, x_{t-1}) pairs and judges it
 by running it T times from x_T: the reverse chain must end at the clean image.
 
 Training pairs: one random step t (uniform on 1..T) per training image per epoch, its x_t and
@@ -11,7 +11,7 @@ epoch at T = 10 would cost ten times one at T = 1, so a study over T would compa
 amounts of training (and T = 1000 would not run at all); with one pair per image, every level of
 T takes the same gradient steps per epoch, so T is compared at equal compute, and fresh noise
 each epoch means no fixed pair can be memorised. The draws are seeded by (trial seed, epoch,
-batch), like `ablate.train.SeededBatches`' order, so the conditioned and unconditioned levels
+batch), like `ablate.training.fit.SeededBatches`' order, so the conditioned and unconditioned levels
 at one seed see identical pairs: their difference is a paired comparison.
 
 Validation is fixed for the whole study (seeded by `data.split_seed`, never by the trial seed):
@@ -34,12 +34,18 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import keras
 import numpy as np
 
-from ablate.config import DataConfig, DiffusionConfig, RunConfig
-from ablate.images import chain_grid, chain_steps
-from ablate.objective import TrialContext, TrialResult, log_model, model_summary
-from ablate.train import SeededBatches
+from ablate.families.diffusion_process import denoise, diffusion_step_pairs
+from ablate.models.denoiser import build_denoiser
+from ablate.spec.run_config import DataConfig, DiffusionConfig, RunConfig
+from ablate.spec.study_spec import FAMILY_METRICS
+from ablate.training.data import load_splits
+from ablate.training.family import BuiltinFamily, TrialContext, TrialResult
+from ablate.training.fit import SeededBatches, compile_model, fit_batches
+from ablate.training.images import chain_grid, chain_steps
+from ablate.training.trial import log_model, model_summary
 
 # Frames per chain picture: every frame x_T ... x_0 up to T = 20 (the studies' T); beyond, 21
 # evenly spaced frames with both ends kept, so a T = 1000 picture stays readable (~1,300 px wide).
@@ -76,8 +82,6 @@ class DiffusionBatches(SeededBatches):
         self._diffusion = diffusion
 
     def __getitem__(self, index: int) -> tuple[Any, np.ndarray]:
-        from ablate.data import diffusion_step_pairs
-
         clean = self._x[self.rows(index)]
         rng = np.random.default_rng([self._seed, self._epoch, index])
         t = rng.integers(1, self._diffusion.steps + 1, size=len(clean))
@@ -95,7 +99,6 @@ def validation_set(data: DataConfig, diffusion: DiffusionConfig, samples: int) -
 @lru_cache(maxsize=2)
 def _validation_set(data: DataConfig, diffusion: DiffusionConfig, samples: int) -> Validation:
     # Cached: every trial of a study at one T shares it, and at large T it costs T noise steps.
-    from ablate.data import diffusion_step_pairs, load_splits
 
     clean = load_splits(data).x_val
     rng = np.random.default_rng([data.split_seed, VALIDATION_STREAM])
@@ -110,8 +113,6 @@ def _validation_set(data: DataConfig, diffusion: DiffusionConfig, samples: int) 
 
 def chain_picture(model: Any, x_T: np.ndarray, diffusion: DiffusionConfig, clean: np.ndarray | None) -> np.ndarray:
     """The reverse chain of a few images as a grid: rows are images, columns x_T ... x_0 (and clean)."""
-    from ablate.models.diffusion import denoise
-
     steps = chain_steps(diffusion.steps, CHAIN_COLUMNS)
     _, frames = denoise(model, x_T, diffusion, batch_size=max(len(x_T), 1), keep=steps)
     return chain_grid([frames[t] for t in steps], clean)
@@ -119,10 +120,6 @@ def chain_picture(model: Any, x_T: np.ndarray, diffusion: DiffusionConfig, clean
 
 def chain_metrics(model: Any, validation: Validation, run: RunConfig) -> dict[str, float]:
     """`val_chain_loss` and `val_chain_mse`: the reverse chain's x_0 against the clean images."""
-    import keras
-
-    from ablate.models.diffusion import denoise
-
     x_0, _ = denoise(model, validation.x_T, run.diffusion, batch_size=run.train.batch_size)
     loss = keras.losses.get(run.train.loss)(validation.clean, x_0)
     return {
@@ -133,10 +130,6 @@ def chain_metrics(model: Any, validation: Validation, run: RunConfig) -> dict[st
 
 def train(run: RunConfig, context: TrialContext) -> TrialResult:
     """Train the denoiser on one-step pairs; log per-epoch one-step and chain metrics and chain pictures."""
-    from ablate.data import load_splits
-    from ablate.models.diffusion import build_denoiser
-    from ablate.train import compile_model, fit_batches
-
     tracking, log, diffusion = context.tracking, context.log, run.diffusion
     splits = load_splits(run.data)
     validation = validation_set(run.data, diffusion, tracking.images)
@@ -172,11 +165,7 @@ def train(run: RunConfig, context: TrialContext) -> TrialResult:
     picture("chain")
     log.log_image(chain_picture(model, validation.noise, diffusion, None), "diffusion/samples.png")
     log_model(model, log, tracking)
-    final = {name: values[-1] for name, values in result.history.items()}
-    return TrialResult(
-        metrics={**final, "parameters": float(parameters)},
-        epochs_run=result.epochs_run,
-        parameters=parameters,
-        history=result.history,
-        stopped=result.stopped,
-    )
+    return TrialResult.of_fit(result, parameters)
+
+
+FAMILY = BuiltinFamily(name="diffusion", metrics=FAMILY_METRICS["diffusion"], pictures=("diffusion/chain_epoch_NNN.png", "diffusion/chain.png", "diffusion/samples.png"), train_function=train)

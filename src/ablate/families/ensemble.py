@@ -2,31 +2,45 @@
 
 One trial trains `ensemble.members` U-Nets with the trial's model and training settings, seeds
 seed .. seed + members - 1, then searches their weights on the validation split (an in-trial,
-in-memory Optuna study of `ensemble.weight_trials` weight vectors, see `ablate.ensembles`) and
+in-memory Optuna study of `ensemble.weight_trials` weight vectors, see `ablate.families.ensemble_weights`) and
 reports the ensemble on the test split beside the best single member and the uniform average.
 Because the members are trained in the trial, the ensemble's settings can be factors of an
 ordinary study (e.g. `ensemble.members: [1, 2, 4]` as a grid).
 
 `source: study` (weights of another study's saved models) is a weight study with its own fast
-path (`ablate.weight_study`), which `ablate run` takes; it never reaches this function.
+path (`ablate.runtime.engines.weight_study`), which `ablate run` takes; it never reaches this function.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import keras
 import numpy as np
 
-from ablate.config import RunConfig
-from ablate.ensembles import EnsembleError, Outcome, Scorer, SearchTimes, predict, search_weights, summarize, test_inputs
-from ablate.images import reconstruction_grid
-from ablate.objective import TrialContext, TrialResult, log_model, model_summary
+from ablate.families.ensemble_weights import (
+    EnsembleError,
+    Outcome,
+    Scorer,
+    SearchTimes,
+    predict,
+    search_weights,
+    summarize,
+    test_inputs,
+)
+from ablate.models import build_unet
+from ablate.models.weighted_ensemble import build_ensemble
+from ablate.spec.run_config import RunConfig
+from ablate.spec.study_spec import FAMILY_METRICS
+from ablate.training.data import load_splits, training_noise
+from ablate.training.family import BuiltinFamily, TrialContext, TrialResult
+from ablate.training.fit import compile_model, fit
+from ablate.training.images import reconstruction_grid
+from ablate.training.trial import log_model, model_summary
 
 
 def train(run: RunConfig, context: TrialContext) -> TrialResult:
     """Train the members, search their weights on validation, log the ensemble and its test scores."""
-    from ablate.data import load_splits
-
     if run.ensemble.source != "train":
         raise EnsembleError(
             "ensemble.source: study is a weight study: run it with `ablate run` (or `ablate reproduce`), which "
@@ -47,18 +61,12 @@ def train(run: RunConfig, context: TrialContext) -> TrialResult:
     outcome = summarize(
         study, val, test, labels=labels, sampler=run.ensemble.sampler, metric="val_loss", times=times,
         data={"dataset": run.data.dataset, "val_images": len(splits.x_val), "test_images": len(splits.x_test)},
-    )  # fmt: skip
+    )
     return _log_ensemble(run, context, members, outcome, splits, history)
 
 
 def _train_member(run: RunConfig, context: TrialContext, splits: Any, index: int) -> tuple[Any, dict[str, list[float]]]:
     """One member: the trial's U-Net trained with seed `run.seed + index`, its epochs logged as `member{index}_*`."""
-    import keras
-
-    from ablate.data import training_noise
-    from ablate.models import build_unet
-    from ablate.train import compile_model, fit
-
     seed = run.seed + index
     keras.utils.set_random_seed(seed)
     model = build_unet(run.model, splits.shape)
@@ -94,8 +102,6 @@ def _log_ensemble(
     Nothing is reported to a pruner: the ensemble has one value, known only once every member
     has trained.
     """
-    from ablate.models.ensemble import build_ensemble
-
     log, tracking = context.log, context.tracking
     ensemble = build_ensemble(members, outcome.best_weights)
     parameters = int(ensemble.count_params())
@@ -114,3 +120,6 @@ def _log_ensemble(
         parameters=parameters,
         history={**history, **{name: [value] for name, value in metrics.items()}},
     )
+
+
+FAMILY = BuiltinFamily(name="ensemble", metrics=FAMILY_METRICS["ensemble"], pictures=("reconstructions/final.png",), train_function=train)

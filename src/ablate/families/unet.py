@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from ablate.config import RunConfig
-from ablate.images import reconstruction_grid
-from ablate.objective import TrialContext, TrialResult, log_model, model_summary
+import keras
+
+from ablate.models import build_unet
+from ablate.spec.run_config import RunConfig
+from ablate.spec.study_spec import FAMILY_METRICS
+from ablate.training.data import load_splits, training_noise
+from ablate.training.family import BuiltinFamily, TrialContext, TrialResult
+from ablate.training.fit import compile_model, fit
+from ablate.training.images import reconstruction_grid
+from ablate.training.trial import log_model, model_summary
 
 
 def train(run: RunConfig, context: TrialContext) -> TrialResult:
     """Train the U-Net on (noisy, clean) pairs; log metrics per epoch and reconstruction grids."""
-    import keras
-
-    from ablate.data import load_splits, training_noise
-    from ablate.models import build_unet
-    from ablate.train import compile_model, fit
-
     tracking, log = context.tracking, context.log
     splits = load_splits(run.data)
     x_train_noisy = training_noise(splits.x_train, run.data, run.seed)
@@ -54,11 +55,7 @@ def train(run: RunConfig, context: TrialContext) -> TrialResult:
     )
     picture("final")
     log_model(model, log, tracking)
-    final = {name: values[-1] for name, values in result.history.items()}
-    return TrialResult(
-        metrics={**final, "parameters": float(parameters)},
-        epochs_run=result.epochs_run,
-        parameters=parameters,
-        history=result.history,
-        stopped=result.stopped,
-    )
+    return TrialResult.of_fit(result, parameters)
+
+
+FAMILY = BuiltinFamily(name="unet", metrics=FAMILY_METRICS["unet"], pictures=("reconstructions/epoch_NNN.png", "reconstructions/final.png"), train_function=train)

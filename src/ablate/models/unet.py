@@ -7,7 +7,7 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
-from ablate.config import ModelConfig
+from ablate.spec.run_config import ModelConfig
 
 Block = Callable[[keras.KerasTensor], keras.KerasTensor]
 

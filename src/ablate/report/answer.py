@@ -1,11 +1,11 @@
 """The study's answer as one JSON-ready dict: what every form (HTML, Markdown, JSON) renders.
 
-Statistics come from `ablate.analysis` (the same code as `ablate reproduce`); this module only
+Statistics come from `ablate.analysis.effects` (the same code as `ablate reproduce`); this module only
 arranges them: variants (cells) with intervals, effects per factor level against the baselines
 (`--baseline` may choose them), importances, the Pareto front of a multi-objective study,
 learning curves with a band over seeds, the median-seed run of each variant, the trials table
 and the best configuration as a study file fragment. The family sections (`diffusion`,
-`ensemble`) read MLflow artifacts and are filled afterwards by `ablate.report.families.sections`.
+`ensemble`) read MLflow artifacts and are filled afterwards by `ablate.report.family_sections.sections`.
 
 Enumerated designs (grid, one-at-a-time) get effects; a search samples its configurations, so
 it has no levels to compare: its answer is the importances, the best trial (or the Pareto front)
@@ -17,11 +17,11 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import yaml
 
-from ablate.analysis import (
+from ablate.analysis.effects import (
     CI_METHOD,
     TEST_METHOD,
     Observation,
@@ -34,12 +34,17 @@ from ablate.analysis import (
     study_effects,
 )
 from ablate.report.collect import ReportInputError, StudyData, weight_study
-from ablate.spec import Level, SpecError, StudySpec, cell_key, parse_override, set_dotted, spec_from_dict
+from ablate.spec.attributes import WEIGHTS_ATTR
+from ablate.spec.dotted import flatten, set_dotted
+from ablate.spec.errors import SpecError
+from ablate.spec.levels import Level, cell_key, format_level
+from ablate.spec.loading import parse_override, spec_from_dict
+from ablate.spec.run_config import SECTIONS
+from ablate.spec.study_spec import StudySpec
 
 BAND_METHOD = "mean over seeds; the band spans the lowest to the highest seed at each epoch"
 DEFAULT_UI = "http://127.0.0.1:5000"
 MAX_SHOWN_CELLS = 12  # learning curves and reconstructions: the best ones when a study has more
-SECTIONS = ("data", "model", "train", "diffusion", "ensemble")  # a study file's fixed settings, where present
 
 
 class BaselineError(ReportInputError):
@@ -83,7 +88,7 @@ def resolve_baselines(spec: StudySpec, requested: Sequence[str]) -> dict[str, Le
         except SpecError:
             raise BaselineError(f"--baseline {item!r}: expected FACTOR=LEVEL, e.g. --baseline model.skip=none") from None
         if name not in levels:
-            known = "; ".join(f"{f} ({', '.join(_text(v) for v in ls)})" for f, ls in levels.items()) or "none"
+            known = "; ".join(f"{f} ({', '.join(format_level(v) for v in ls)})" for f, ls in levels.items()) or "none"
             raise BaselineError(f"--baseline {item}: {name} is not a factor of study {spec.name!r}; its factors: {known}")
         if name in chosen:
             raise BaselineError(f"--baseline {item}: {name} is given twice; give one baseline per factor")
@@ -92,7 +97,7 @@ def resolve_baselines(spec: StudySpec, requested: Sequence[str]) -> dict[str, Le
         if not match:
             raise BaselineError(
                 f"--baseline {item}: {text!r} is not a level of {name}; its levels are: "
-                f"{', '.join(_text(v) for v in levels[name])}"
+                f"{', '.join(format_level(v) for v in levels[name])}"
             )
         chosen[name] = match[0]
     return chosen
@@ -112,10 +117,10 @@ def build_answer(
         data: the study as read from Optuna and MLflow.
         ui_url: the MLflow UI the trial links point to (default: the tracking server when it is
             one, else the address `ablate ui` serves on).
-        importances: the result of `ablate.report.importance.importances`, when computed.
+        importances: the result of `ablate.analysis.importance.importances`, when computed.
         baselines: factor -> the level its other levels are compared against (checked with
             `resolve_baselines`); the others keep `default_baselines`.
-        pareto: the result of `ablate.report.pareto.pareto_front` for a multi-objective study.
+        pareto: the result of `ablate.analysis.pareto.pareto_front` for a multi-objective study.
     """
     spec = data.spec
     records = [row.record for row in data.trials]
@@ -131,11 +136,11 @@ def build_answer(
         reference = {**default_baselines(spec), **dict(baselines or {})}
         table = cell_values(observations, factor_levels)
         effects = study_effects(observations, factor_levels, direction=direction, metric=metric, baselines=reference,
-                                cells=design_cells)  # fmt: skip
+                                cells=design_cells)
         for cell in design_cells:
             per_seed = table.get(cell_tuple(cell, factor_levels), {})
             cells.append({"cell": cell_key(cell), "params": cell, "estimate": mean_ci(per_seed.values()).as_dict(),
-                          "per_seed": {str(s): v for s, v in sorted(per_seed.items())}})  # fmt: skip
+                          "per_seed": {str(s): v for s, v in sorted(per_seed.items())}})
         levels = [
             {"factor": f, "level": level, "estimate": level_estimate(table, factor_levels, f, level, design_cells).as_dict()}
             for f, values in factor_levels.items()
@@ -178,10 +183,10 @@ def build_answer(
         if weight_study(spec) else None,
         "median_runs": median_runs(data, shown),
         "shown_cells": {"shown": len(shown), "of": len({row.record.cell for row in _latest_complete(data)}),
-                        "limit": MAX_SHOWN_CELLS},  # fmt: skip
+                        "limit": MAX_SHOWN_CELLS},
         "trials": [_trial_row(row, spec, data.experiment_id, ui) for row in data.trials],
         "pictures": {},  # name -> PNG file beside the report (relative), when it was written into a folder
-        "diffusion": None,  # the family sections: see ablate.report.families
+        "diffusion": None,  # the family sections: see ablate.report.family_sections
         "ensemble": None,
     }
 
@@ -229,21 +234,22 @@ def best_trial(spec: StudySpec, data: StudyData) -> dict[str, Any] | None:
     if len(data.objectives) > 1:
         return None
     sign = 1 if spec.primary.direction == "minimize" else -1
-    done = [row.record for row in data.trials if row.record.state == "COMPLETE" and _finite(row.record.value)]
+    done = [(row.record, row.record.value) for row in data.trials
+            if row.record.state == "COMPLETE" and _finite(row.record.value)]
     if not done:
         return None
-    done.sort(key=lambda r: (sign * r.value, r.number))
-    best = done[0]
+    done.sort(key=lambda item: (sign * item[1], item[0].number))
+    best, best_value = done[0]
     params = dict(best.params)
     runner_up = None
     if len(done) > 1:
-        other = done[1]
+        other = done[1][0]
         runner_up = {"cell": f"trial {other.number}", "value": other.value, "params": dict(other.params)}
-    found = {
+    found: dict[str, Any] = {
         "cell": cell_key(params),
         "trial": best.number,
         "params": params,
-        "estimate": mean_ci([best.value]).as_dict(),
+        "estimate": mean_ci([best_value]).as_dict(),
         "runner_up": runner_up,
         "note": f"trial {best.number} ran one configuration once (seed {best.seed}); retrain it over {spec.repeats} seeds "
         "with the file below before trusting the number",
@@ -275,8 +281,6 @@ def best_trial(spec: StudySpec, data: StudyData) -> dict[str, Any] | None:
 
 def _trial_weights(data: StudyData, number: int) -> list[float] | None:
     """A weight study trial's ensemble weights, as the search stored them on the trial."""
-    from ablate.ensembles import WEIGHTS_ATTR
-
     trial = next((t for t in data.study.get_trials(deepcopy=False) if t.number == number), None) if data.study else None
     weights = trial.user_attrs.get(WEIGHTS_ATTR) if trial is not None else None
     return [float(w) + 0.0 for w in weights] if weights else None  # + 0.0: -0.0 (a coordinate at 1) shows as 0
@@ -329,7 +333,7 @@ def median_runs(data: StudyData, cells: set[str] | None = None) -> dict[str, dic
         ordered = sorted(records, key=lambda r: (sign * r.value, r.seed))  # best first
         median = ordered[(len(ordered) - 1) // 2]
         chosen[cell] = {"trial": median.number, "seed": median.seed, "value": median.value, "run_id": median.run_id,
-                        "of": len(ordered)}  # fmt: skip
+                        "of": len(ordered)}
     return chosen
 
 
@@ -387,8 +391,8 @@ def _factor_summary(spec: StudySpec) -> dict[str, Any]:
 
 def _same_level(level: Level, value: Any, text: str) -> bool:
     if isinstance(level, bool) or isinstance(value, bool):
-        return level is value or _text(level) == text.lower()
-    if level == value or _text(level) == text:
+        return level is value or format_level(level) == text.lower()
+    if level == value or format_level(level) == text:
         return True
     if isinstance(level, (int, float)):
         try:
@@ -398,11 +402,9 @@ def _same_level(level: Level, value: Any, text: str) -> bool:
     return False
 
 
-def _text(level: Any) -> str:
-    return "null" if level is None else str(level).lower() if isinstance(level, bool) else str(level)
 
 
-def _finite(value: float | None) -> bool:
+def _finite(value: float | None) -> TypeGuard[float]:
     return value is not None and math.isfinite(value)
 
 
@@ -432,8 +434,6 @@ def _counts(records: list[Any]) -> dict[str, int]:
 
 
 def _fixed_settings(spec: StudySpec) -> dict[str, Any]:
-    from ablate.config import flatten
-
     flat = flatten(spec.model_dump(mode="json", include={name for name in SECTIONS if name in type(spec).model_fields}))
     return {k: v for k, v in flat.items() if k not in spec.factors}
 

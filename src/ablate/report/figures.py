@@ -12,22 +12,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ablate.analysis.importance import LABELS
+from ablate.spec.levels import format_level
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 CURVE_STYLE = {"val_loss": "solid", "train_loss": "dash"}
 EXTRA_STYLES = ("dot", "dashdot", "longdash")  # the objective's metric when it is another one (val_chain_loss)
 MPL_STYLES = {"solid": "-", "dash": "--", "dot": ":", "dashdot": "-.", "longdash": (0, (8, 3))}
-GRID_GAP, GRID_SCALE, GRID_ROWS = 2, 2, 3  # as `ablate.images.reconstruction_grid` draws final.png
+GRID_GAP, GRID_SCALE, GRID_ROWS = 2, 2, 3  # as `ablate.training.images.reconstruction_grid` draws final.png
+
+
 # An ensemble's final.png has a fourth row: clean | noisy | best single member | ensemble.
 FAMILY_ROWS = {"ensemble": (("best member", 2), ("ensemble", 3))}
 
 
 def effects_figure(answer: dict[str, Any]) -> Any:
     """Forest plot: each level's paired difference from its baseline with the 95% interval."""
-    import plotly.graph_objects as go
-
     rows = [e for e in answer["effects"] if e["difference"]["n"] > 0]
-    labels = [f"{e['factor']}: {_level(e['level'])} - {_level(e['baseline'])}" for e in rows]
+    labels = [f"{e['factor']}: {format_level(e['level'])} - {format_level(e['baseline'])}" for e in rows]
     means = [e["difference"]["mean"] for e in rows]
     ci = [e["difference"]["ci95"] for e in rows]
     plus = [hi - m if c else 0 for m, c in zip(means, ci) for hi in [c[1] if c else m]]
@@ -39,14 +44,14 @@ def effects_figure(answer: dict[str, Any]) -> Any:
             marker={"size": 10, "color": [_verdict_colour(e["verdict"]) for e in rows]},
             hovertext=[e["note"] for e in rows], hoverinfo="x+y+text",
         )
-    )  # fmt: skip
+    )
     figure.add_vline(x=0, line_dash="dot", line_color="#555")
     metric = answer["objective"]["metric"]
     figure.update_layout(
         title=f"Paired difference of final {metric} from the baseline (95% t interval over seeds)",
         xaxis_title=f"difference in {metric}", yaxis={"autorange": "reversed"},
         height=160 + 40 * max(1, len(rows)), margin={"l": 10, "r": 10, "t": 50, "b": 40}, template="plotly_white",
-    )  # fmt: skip
+    )
     return figure
 
 
@@ -73,16 +78,13 @@ def curves_note(answer: dict[str, Any]) -> str:
     """What each line style means, for the page and the Markdown."""
     names = {"solid": "solid", "dash": "dashed", "dot": "dotted", "dashdot": "dash-dotted", "longdash": "long-dashed"}
     parts = [f"{names[dash]}: {metric}" + (" (right axis)" if second else "")
-             for metric, (dash, second) in curve_styles(answer).items()]  # fmt: skip
+             for metric, (dash, second) in curve_styles(answer).items()]
     return "; ".join(parts)
 
 
 def curves_figure(answer: dict[str, Any]) -> Any:
     """Train (dashed) and validation (solid) loss per epoch of every variant, and the objective's
     metric when it is another one (dotted): mean and band over seeds."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     styles = curve_styles(answer)
     second = any(on_second for _, on_second in styles.values())
     figure = make_subplots(specs=[[{"secondary_y": True}]]) if second else go.Figure()
@@ -98,16 +100,16 @@ def curves_figure(answer: dict[str, Any]) -> Any:
                 x=curve["epochs"] + curve["epochs"][::-1], y=curve["high"] + curve["low"][::-1],
                 mode="lines", fill="toself", fillcolor=_rgba(colour, 0.15), line={"width": 0}, hoverinfo="skip",
                 legendgroup=name, showlegend=False,
-            ), **where)  # fmt: skip
+            ), **where)
             figure.add_trace(go.Scatter(
                 x=curve["epochs"], y=curve["mean"], mode="lines+markers", name=name, legendgroup=name,
                 line={"color": colour, "dash": dash},
-            ), **where)  # fmt: skip
+            ), **where)
     figure.update_layout(
         title="Learning curves: mean over seeds, band from the lowest to the highest seed",
         xaxis={"title": "epoch", "dtick": 1}, yaxis_title="loss", height=480, template="plotly_white",
         margin={"l": 10, "r": 10, "t": 50, "b": 40},
-    )  # fmt: skip
+    )
     if second:
         figure.update_yaxes(title_text=", ".join(m for m, (_, s) in styles.items() if s), secondary_y=True)
     return figure
@@ -130,15 +132,10 @@ def importance_rows(answer: dict[str, Any], objective: dict[str, Any]) -> list[d
 
 def importances_figure(answer: dict[str, Any]) -> Any:
     """Bars of each evaluator's importance with the bootstrap range as error bars, one panel per objective."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    from ablate.report.importance import LABELS
-
     imp = answer["importances"]
     objectives = imp["objectives"]
     figure = make_subplots(rows=len(objectives), cols=1, vertical_spacing=0.12 if len(objectives) > 1 else 0.0,
-                           subplot_titles=[f"{o['direction']} {o['metric']}" for o in objectives] if len(objectives) > 1 else None)  # fmt: skip
+                           subplot_titles=[f"{o['direction']} {o['metric']}" for o in objectives] if len(objectives) > 1 else None)
     longest = 1
     for k, objective in enumerate(objectives, start=1):
         rows = importance_rows(answer, objective)
@@ -153,42 +150,40 @@ def importances_figure(answer: dict[str, Any]) -> Any:
                 # a point value outside its bootstrap range gets a one-sided bar, not a negative one
                 error_x={"type": "data", "array": [max(0.0, r["range"][1] - r["importance"]) if r["range"] else 0 for r in shown],
                          "arrayminus": [max(0.0, r["importance"] - r["range"][0]) if r["range"] else 0 for r in shown]},
-            ), row=k, col=1)  # fmt: skip
+            ), row=k, col=1)
         figure.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=[r["factor"] for r in rows], row=k, col=1)
         figure.update_xaxes(range=[0, 1.05], row=k, col=1)
     figure.update_xaxes(title_text="share of the importance (normalised to sum 1)", row=len(objectives), col=1)
     figure.update_layout(
         title=f"Importances: fANOVA and PED-ANOVA (range over {imp['resamples']} bootstrap resamples)", barmode="group",
         height=140 + len(objectives) * (60 + 50 * longest), template="plotly_white", margin={"l": 10, "r": 10, "t": 60, "b": 40},
-    )  # fmt: skip
+    )
     return figure
 
 
 def pareto_figure(answer: dict[str, Any]) -> Any:
     """Every complete trial on the first two objectives; the non-dominated ones highlighted and joined."""
-    import plotly.graph_objects as go
-
     pareto = answer["pareto"]
-    (x_obj, y_obj), names = pareto["objectives"][:2], _objective_labels(pareto["objectives"][:2])
+    (x_obj, _), names = pareto["objectives"][:2], _objective_labels(pareto["objectives"][:2])
     dominated = [t for t in pareto["trials"] if not t["on_front"]]
     front = pareto["front"]
     figure = go.Figure()
     figure.add_trace(go.Scatter(
         x=[t["values"][0] for t in dominated], y=[t["values"][1] for t in dominated], mode="markers", name="dominated",
         marker={"color": "#9aa3ab", "size": 8}, text=[f"trial {t['number']}" for t in dominated], hoverinfo="x+y+text",
-    ))  # fmt: skip
+    ))
     figure.add_trace(go.Scatter(
         x=[t["values"][0] for t in front], y=[t["values"][1] for t in front], mode="lines+markers", name="Pareto front",
         line={"color": PALETTE[1], "shape": "hv" if x_obj["direction"] == "minimize" else "vh"},
         marker={"color": PALETTE[1], "size": 11, "symbol": "diamond"},
         text=[f"trial {t['number']}: {t['cell']}" for t in front], hoverinfo="x+y+text",
-    ))  # fmt: skip
+    ))
     more = f" (first two of {len(pareto['objectives'])} objectives)" if len(pareto["objectives"]) > 2 else ""
     figure.update_layout(
         title=f"Pareto front: {len(front)} non-dominated of {pareto['complete']} complete trials{more}",
         xaxis_title=names[0], yaxis_title=names[1], height=480, template="plotly_white",
         margin={"l": 10, "r": 10, "t": 50, "b": 40},
-    )  # fmt: skip
+    )
     return figure
 
 
@@ -200,7 +195,7 @@ def ensemble_bars(variant: dict[str, Any]) -> list[dict[str, Any]]:
 def _score_range(variants: list[dict[str, Any]], loss: str) -> list[float] | None:
     """A y range around the scores: the differences that matter are small next to the values."""
     values = [r[f"{split}_{loss}"] for v in variants for r in ensemble_bars(v) for split in ("val", "test")
-              if isinstance(r.get(f"{split}_{loss}"), (int, float))]  # fmt: skip
+              if isinstance(r.get(f"{split}_{loss}"), (int, float))]
     if not values:
         return None
     low, high = min(values), max(values)
@@ -211,16 +206,13 @@ def _score_range(variants: list[dict[str, Any]], loss: str) -> list[float] | Non
 def ensemble_figure(answer: dict[str, Any], loss: str = "loss") -> Any:
     """Per variant: validation and test scores of each member, the uniform average and the searched
     weights (grouped bars), and the searched weight of each member."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     variants = answer["ensemble"]["variants"]
     several = len(variants) > 1
     titles = [t for v in variants for t in (f"{v['cell']}: {v['loss']} (lower is better)" if several else
-                                            f"{v['loss']} (lower is better)", "searched weight of each member")]  # fmt: skip
+                                            f"{v['loss']} (lower is better)", "searched weight of each member")]
     height = 140 + 330 * len(variants)
     figure = make_subplots(rows=len(variants), cols=2, column_widths=[0.68, 0.32], subplot_titles=titles,
-                           vertical_spacing=min(0.3, 110 / height) if several else 0.0, horizontal_spacing=0.1)  # fmt: skip
+                           vertical_spacing=min(0.3, 110 / height) if several else 0.0, horizontal_spacing=0.1)
     for k, variant in enumerate(variants, start=1):
         bars = ensemble_bars(variant)
         names = [r["name"] for r in bars]
@@ -230,13 +222,13 @@ def ensemble_figure(answer: dict[str, Any], loss: str = "loss") -> Any:
                 x=names, y=values, name=f"{label} {loss}", marker_color=PALETTE[index], legendgroup=split,
                 showlegend=k == 1, text=[f"{v:.4f}" if isinstance(v, (int, float)) else "" for v in values],
                 textposition="outside", cliponaxis=False, hovertext=[r["label"] for r in bars], hoverinfo="x+y+text",
-            ), row=k, col=1)  # fmt: skip
+            ), row=k, col=1)
         members = [r for r in bars if r["kind"] == "member"]
         figure.add_trace(go.Bar(
             x=[r["name"] for r in members], y=[r["weight"] for r in members], name="weight", marker_color=PALETTE[2],
             showlegend=k == 1, text=[f"{r['weight']:.3f}" for r in members], textposition="outside", cliponaxis=False,
             hovertext=[r["label"] for r in members], hoverinfo="x+y+text",
-        ), row=k, col=2)  # fmt: skip
+        ), row=k, col=2)
         score_range = _score_range([variant], loss)
         if score_range:
             figure.update_yaxes(range=score_range, title_text=f"{variant['loss']} (axis not from 0)", row=k, col=1)
@@ -245,21 +237,21 @@ def ensemble_figure(answer: dict[str, Any], loss: str = "loss") -> Any:
         title="Ensemble: each member, the uniform average and the searched weights, on validation and test",
         barmode="group", height=height, template="plotly_white",
         margin={"l": 10, "r": 10, "t": 80, "b": 40}, legend={"orientation": "h", "y": -0.08},
-    )  # fmt: skip
+    )
     return figure
 
 
 def _ensemble_png(answer: dict[str, Any], path: Path, plt: Any, loss: str = "loss") -> Path:
     variants = answer["ensemble"]["variants"]
     fig, axes = plt.subplots(len(variants), 2, squeeze=False, figsize=(10, 0.6 + 3.4 * len(variants)),
-                             gridspec_kw={"width_ratios": [2.2, 1]})  # fmt: skip
+                             gridspec_kw={"width_ratios": [2.2, 1]})
     for (left, right), variant in zip(axes, variants):
         bars = ensemble_bars(variant)
         x = np.arange(len(bars))
         for index, (split, label) in enumerate((("val", "validation"), ("test", "test"))):
             values = [r.get(f"{split}_{loss}") for r in bars]
             drawn = left.bar(x + (index - 0.5) * 0.38, [v if v is not None else 0 for v in values], width=0.38,
-                             color=PALETTE[index], label=f"{label} {loss}")  # fmt: skip
+                             color=PALETTE[index], label=f"{label} {loss}")
             left.bar_label(drawn, labels=[f"{v:.4f}" if v is not None else "" for v in values], fontsize=6, rotation=90, padding=2)
         left.set_xticks(x, [r["name"] for r in bars], rotation=20, ha="right", fontsize=8)
         score_range = _score_range([variant], loss)
@@ -281,7 +273,7 @@ def _ensemble_png(answer: dict[str, Any], path: Path, plt: Any, loss: str = "los
 def write_pngs(answer: dict[str, Any], folder: Path) -> dict[str, Path]:
     """Static PNGs of the effects, the learning curves, the importances, the Pareto front and the
     ensemble scores (those the answer has); returns name -> path."""
-    import matplotlib
+    import matplotlib  # only for PNGs; the Agg backend must be chosen before pyplot loads
 
     matplotlib.use("Agg")  # headless: no display on servers and in CI
     import matplotlib.pyplot as plt
@@ -296,7 +288,7 @@ def write_pngs(answer: dict[str, Any], folder: Path) -> dict[str, Path]:
                 ax.plot(d["ci95"], [y, y], color=_verdict_colour(e["verdict"]), linewidth=2)
             ax.plot([d["mean"]], [y], "o", color=_verdict_colour(e["verdict"]))
         ax.axvline(0, linestyle=":", color="#555")
-        ax.set_yticks(range(len(rows)), [f"{e['factor']}: {_level(e['level'])} - {_level(e['baseline'])}" for e in rows])
+        ax.set_yticks(range(len(rows)), [f"{e['factor']}: {format_level(e['level'])} - {format_level(e['baseline'])}" for e in rows])
         ax.invert_yaxis()
         ax.set_xlabel(f"paired difference in final {answer['objective']['metric']} (95% t interval)")
         written["effects"] = _save(fig, folder / "effects.png")
@@ -312,8 +304,9 @@ def write_pngs(answer: dict[str, Any], folder: Path) -> dict[str, Path]:
                 if curve and curve["epochs"]:
                     axis.fill_between(curve["epochs"], curve["low"], curve["high"], color=colour, alpha=0.15, linewidth=0)
                     axis.plot(curve["epochs"], curve["mean"], linestyle=MPL_STYLES[dash], marker="o", color=colour,
-                              label=f"{cell} {metric}")  # fmt: skip
-        ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
+                              label=f"{cell} {metric}")
+        # epochs are whole numbers; the default locator is a MaxNLocator, which takes `integer`
+        ax.xaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]  # stub: Locator.set_params() lacks the runtime's **kwargs
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
         handles, labels = ax.get_legend_handles_labels()
@@ -335,12 +328,10 @@ def write_pngs(answer: dict[str, Any], folder: Path) -> dict[str, Path]:
 
 
 def _importances_png(answer: dict[str, Any], path: Path, plt: Any) -> Path:
-    from ablate.report.importance import LABELS
-
     imp = answer["importances"]
     panels = [(o, importance_rows(answer, o)) for o in imp["objectives"]]
     fig, axes = plt.subplots(len(panels), 1, squeeze=False,
-                             figsize=(8, sum(0.9 + 0.45 * max(1, len(rows)) for _, rows in panels)))  # fmt: skip
+                             figsize=(8, sum(0.9 + 0.45 * max(1, len(rows)) for _, rows in panels)))
     width = 0.8 / max(1, len(imp["evaluators"]))
     for ax, (objective, rows) in zip(axes[:, 0], panels):
         for index, evaluator in enumerate(imp["evaluators"]):
@@ -350,7 +341,7 @@ def _importances_png(answer: dict[str, Any], path: Path, plt: Any) -> Path:
                 continue
             values = [r["importance"] for r in shown]
             errors = [[v - r["range"][0] if r["range"] else 0 for v, r in zip(values, shown)],
-                      [r["range"][1] - v if r["range"] else 0 for v, r in zip(values, shown)]]  # fmt: skip
+                      [r["range"][1] - v if r["range"] else 0 for v, r in zip(values, shown)]]
             ax.barh(ys, values, height=width, xerr=np.clip(errors, 0, None), color=PALETTE[index], label=LABELS[evaluator])
         ax.set_yticks([y + width * (len(imp["evaluators"]) - 1) / 2 for y in range(len(rows))], [r["factor"] for r in rows])
         ax.invert_yaxis()
@@ -372,7 +363,7 @@ def _pareto_png(answer: dict[str, Any], path: Path, plt: Any) -> Path:
     step = "post" if pareto["objectives"][0]["direction"] == "minimize" else "pre"
     ax.step([t["values"][0] for t in front], [t["values"][1] for t in front], where=step, color=PALETTE[1], linewidth=1)
     ax.scatter([t["values"][0] for t in front], [t["values"][1] for t in front], color=PALETTE[1], marker="D",
-               label="Pareto front", zorder=3)  # fmt: skip
+               label="Pareto front", zorder=3)
     for t in front:
         ax.annotate(f"#{t['number']}", (t["values"][0], t["values"][1]), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xlabel(names[0])
@@ -410,7 +401,7 @@ def reconstruction_rows(answer: dict[str, Any], grids: dict[str, np.ndarray]) ->
     parts = {cell: split_rows(grids[cell], count) for cell in cells}
     first = parts[cells[0]]
     shared = [(name, index) for name, index in INPUT_ROWS
-              if all(np.array_equal(parts[cell][index], first[index]) for cell in cells)]  # fmt: skip
+              if all(np.array_equal(parts[cell][index], first[index]) for cell in cells)]
     rows = [(name, first[index]) for name, index in shared]
     metric = answer["objective"]["metric"]
     for cell in cells:
@@ -428,7 +419,7 @@ def reconstructions_png(answer: dict[str, Any], images: dict[str, Path], path: P
     The rows are `reconstruction_rows`; their pixels are placed unscaled (as MLflow holds them),
     with the labels in a margin on the left, so the picture shows exactly what each run logged.
     """
-    import matplotlib
+    import matplotlib  # only for PNGs; the Agg backend must be chosen before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -485,6 +476,3 @@ def _rgba(hex_colour: str, alpha: float) -> str:
     r, g, b = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
 
-
-def _level(level: Any) -> str:
-    return "null" if level is None else str(level).lower() if isinstance(level, bool) else str(level)

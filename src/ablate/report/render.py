@@ -14,6 +14,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jinja2
+from plotly.offline import get_plotlyjs
+
+from ablate.analysis.importance import LABELS
+from ablate.report.figures import curve_styles, curves_note, importance_rows
+from ablate.spec.levels import format_level
+
 TEMPLATE = "report.html.j2"
 
 
@@ -45,8 +52,10 @@ def to_markdown(answer: dict[str, Any]) -> str:
         f"# Study `{answer['study']}`",
         "",
         *([answer["description"], ""] if answer["description"] else []),
-        f"{aim} Design: {design['kind']}, {plan}; {counts['complete']} complete, {counts['fail']} failed, "
-        f"{counts['pruned']} pruned.",
+        (
+            f"{aim} Design: {design['kind']}, {plan}; {counts['complete']} complete, {counts['fail']} failed, "
+            f"{counts['pruned']} pruned."
+        ),
         "",
         "## Effects (each level against its factor's baseline, paired by seed)",
         "",
@@ -61,11 +70,11 @@ def to_markdown(answer: dict[str, Any]) -> str:
         for e in answer["effects"]:
             d = e["difference"]
             lines.append(
-                f"| `{e['factor']}` | {fmt_level(e['level'])} - {fmt_level(e['baseline'])} | {fmt(d['mean'])} | "
+                f"| `{e['factor']}` | {format_level(e['level'])} - {format_level(e['baseline'])} | {fmt(d['mean'])} | "
                 f"{fmt_ci(d['ci95'])} | {d['n']} | {fmt_p(e['p_value'])} | {fmt_p(e['p_holm'])} | "
                 f"{fmt_p(e['wilcoxon_p'])} | {e['verdict']} |"
             )
-        lines += [""] + [f"- `{e['factor']}` {fmt_level(e['level'])}: {e['note']}." for e in answer["effects"]]
+        lines += [""] + [f"- `{e['factor']}` {format_level(e['level'])}: {e['note']}." for e in answer["effects"]]
         lines += picture_lines(answer, "effects", "paired differences with their intervals")
     else:
         lines.append("No factor has two levels: there is nothing to compare.")
@@ -92,10 +101,10 @@ def to_markdown(answer: dict[str, Any]) -> str:
     if pareto:
         names = [o["metric"] for o in pareto["objectives"]]
         lines += ["", "## Pareto front", "",
-                  f"{len(pareto['front'])} non-dominated of {pareto['complete']} complete trials (no other trial is at "
-                  "least as good on every objective and better on one; Optuna's `study.best_trials`).", "",
+                  (f"{len(pareto['front'])} non-dominated of {pareto['complete']} complete trials (no other trial is at "
+                   "least as good on every objective and better on one; Optuna's `study.best_trials`)."), "",
                   "| # | " + " | ".join(f"{n} ({'min' if o['direction'] == 'minimize' else 'max'})" for n, o in zip(names, pareto["objectives"]))
-                  + " | params |", "| ---: | " + " | ".join("---:" for _ in names) + " | --- |"]  # fmt: skip
+                  + " | params |", "| ---: | " + " | ".join("---:" for _ in names) + " | --- |"]
         for t in pareto["front"]:
             lines.append(f"| {t['number']} | " + " | ".join(fmt_objective(v) for v in t["values"]) + f" | {t['cell']} |")
         lines += picture_lines(answer, "pareto", "every complete trial on the first two objectives, the front joined")
@@ -120,14 +129,14 @@ def to_markdown(answer: dict[str, Any]) -> str:
             lines.append(f"Note: {best['note']}.")
         if best.get("study_file"):
             lines += ["", f"Save as `{best['file_name']}` and retrain with `{best['command']}`:", "", "```yaml",
-                      best["study_file"].rstrip(), "```"]  # fmt: skip
+                      best["study_file"].rstrip(), "```"]
     elif pareto:
         lines.append("Several objectives: no single best; each trial on the Pareto front above is a best trade-off.")
     else:
         lines.append("No complete trial yet.")
     heads = [o["metric"] for o in objectives]
     lines += ["", "## Trials", "", f"| # | cell | seed | state | {' | '.join(heads)} | duration | MLflow run |",
-              "| ---: | --- | ---: | --- | " + " | ".join("---:" for _ in heads) + " | ---: | --- |"]  # fmt: skip
+              "| ---: | --- | ---: | --- | " + " | ".join("---:" for _ in heads) + " | ---: | --- |"]
     for t in answer["trials"]:
         link = f"[{t['run_id'][:8]}]({t['run_url']})" if t["run_url"] else (t["run_id"] or "")
         values = " | ".join(fmt(v) for v in trial_values(t, len(heads)))
@@ -145,27 +154,23 @@ def picture_lines(answer: dict[str, Any], name: str, alt: str) -> list[str]:
 
 def final_epochs(answer: dict[str, Any]) -> list[dict[str, Any]]:
     """Per shown variant, each curve metric at its last epoch: the mean over the seeds that reached it."""
-    from ablate.report.figures import curve_styles
-
     metrics = list(curve_styles(answer))
     rows = []
     for cell, curves in answer["curves"].items():
         last = {m: (curves[m]["epochs"][-1], curves[m]["mean"][-1], curves[m]["n"][-1])
-                for m in metrics if m in curves and curves[m]["epochs"]}  # fmt: skip
+                for m in metrics if m in curves and curves[m]["epochs"]}
         if last:
             rows.append({
                 "cell": cell,
                 "epoch": max(epoch for epoch, _, _ in last.values()),
                 "seeds": max(n for _, _, n in last.values()),
                 "values": {m: value for m, (_, value, _) in last.items()},
-            })  # fmt: skip
+            })
     return rows
 
 
 def curves_markdown(answer: dict[str, Any]) -> list[str]:
     """The learning curves' Markdown lines: the final epoch of every curve per variant, and the chart's PNG."""
-    from ablate.report.figures import curve_styles, curves_note
-
     lines = ["## Learning curves", ""]
     rows = final_epochs(answer)
     if not rows:
@@ -173,7 +178,7 @@ def curves_markdown(answer: dict[str, Any]) -> list[str]:
         return [*lines, f"No learning curves: {absent}." if absent else "No complete run has logged curves yet."]
     metrics = list(curve_styles(answer))
     lines += ["Final epoch, mean over seeds:", "", f"| cell | epoch | {' | '.join(metrics)} | seeds |",
-              "| --- | ---: | " + " | ".join("---:" for _ in metrics) + " | ---: |"]  # fmt: skip
+              "| --- | ---: | " + " | ".join("---:" for _ in metrics) + " | ---: |"]
     for row in rows:
         values = " | ".join(fmt(row["values"].get(m)) for m in metrics)
         lines.append(f"| {row['cell']} | {row['epoch']} | {values} | {row['seeds']} |")
@@ -194,7 +199,7 @@ def reconstructions_markdown(answer: dict[str, Any]) -> list[str]:
     file = (answer.get("pictures") or {}).get("reconstructions")
     if file:
         return [*lines, f"![the same validation images: inputs and each variant's output]({file})", "",
-                "The same fixed validation images in every trial; each variant shows its median-seed run."]  # fmt: skip
+                "The same fixed validation images in every trial; each variant shows its median-seed run."]
     runs = answer["median_runs"]
     if not runs:
         return [*lines, "No complete run to show yet."]
@@ -202,15 +207,12 @@ def reconstructions_markdown(answer: dict[str, Any]) -> list[str]:
         return [*lines, "No reconstruction picture found in MLflow (reconstructions/final.png)."]
     lines.append("Each variant's median-seed run (`--format md --out DIR` writes `reconstructions.png` beside the Markdown):")
     lines += [""] + [f"- {cell}: trial {run['trial']}, seed {run['seed']} (median of {run['of']}), MLflow run {run['run_id']}"
-                     for cell, run in runs.items()]  # fmt: skip
+                     for cell, run in runs.items()]
     return lines
 
 
 def importances_markdown(imp: dict[str, Any]) -> list[str]:
     """The importances section's Markdown lines: one table per objective, both evaluators side by side."""
-    from ablate.report.figures import importance_rows
-    from ablate.report.importance import LABELS
-
     if not imp.get("computed"):
         return [f"Not computed: {imp['reason']}."]
     lines: list[str] = []
@@ -222,7 +224,7 @@ def importances_markdown(imp: dict[str, Any]) -> list[str]:
         rows = importance_rows({"importances": imp}, objective)
         if rows:
             lines += ["| factor | " + " | ".join(f"{LABELS[e]} | range" for e in evaluators) + " |",
-                      "| --- | " + " | ".join("---: | ---:" for _ in evaluators) + " |"]  # fmt: skip
+                      "| --- | " + " | ".join("---: | ---:" for _ in evaluators) + " |"]
         for row in rows:
             cells = []
             for e in evaluators:
@@ -246,25 +248,25 @@ def diffusion_settings(settings: dict[str, Any]) -> str:
     conditioned = "conditioned on t" if settings.get("conditioned") else "not conditioned on t"
     steps = settings.get("steps")
     return (f"T={steps} step{'' if steps == 1 else 's'} of {settings.get('distribution')} noise (magnitude "
-            f"{settings.get('magnitude')}), {conditioned}")  # fmt: skip
+            f"{settings.get('magnitude')}), {conditioned}")
 
 
 def diffusion_caption(variant: dict[str, Any], metric: str) -> str:
     """Which run a variant's pictures come from."""
     return (f"trial {variant['trial']}, seed {variant['seed']}, median of {variant['of']} seed(s); {metric} "
-            f"{fmt(variant['value'])}")  # fmt: skip
+            f"{fmt(variant['value'])}")
 
 
 def diffusion_markdown(section: dict[str, Any]) -> list[str]:
     """The diffusion section's Markdown lines: per variant its chain and samples, side by side."""
     lines = ["## Diffusion: reverse chains and samples from noise", "",
-             f"Each variant's median-seed run. Chain: {section['about']['chain']}. Samples: {section['about']['samples']}.", ""]  # fmt: skip
+             f"Each variant's median-seed run. Chain: {section['about']['chain']}. Samples: {section['about']['samples']}.", ""]
     if not section["variants"]:
         return [*lines, "No complete run to show yet."]
     for variant in section["variants"]:
-        lines += [f"### {variant['cell']}", "", f"{diffusion_caption(variant, section['metric'])}. "
-                  f"{diffusion_settings(variant['settings'])}.", "", "| reverse chain (x_T ... x_0, clean) | samples from noise |",
-                  "| --- | --- |"]  # fmt: skip
+        lines += [f"### {variant['cell']}", "", (f"{diffusion_caption(variant, section['metric'])}. "
+                  f"{diffusion_settings(variant['settings'])}."), "", "| reverse chain (x_T ... x_0, clean) | samples from noise |",
+                  "| --- | --- |"]
         cells = []
         for name, image in variant["images"].items():
             if image["file"]:
@@ -299,15 +301,15 @@ def ensemble_markdown(section: dict[str, Any]) -> list[str]:
     for variant in section["variants"]:
         lines += [f"### {variant['cell']}", "",
                   "| | what | weight | val_loss | val_mse | test_loss | test_mse |",
-                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
         for row in variant["rows"]:
             name = f"**{row['name']}**" if row["kind"] == "best" else row["name"] + (" (best member)" if row["chosen"] else "")
             weight = fmt(row["weight"]) if row["weight"] is not None else ""
             lines.append(f"| {name} | {row['label']} | {weight} | " + " | ".join(fmt(row[k]) for k in ("val_loss", "val_mse", "test_loss", "test_mse")) + " |")
         search = variant["search"]
-        lines += ["", f"Loss: {variant['loss']}; searched on {variant['searched_on']} with {search.get('sampler')} over "
-                  f"{search.get('trials')} weight vectors; the weights sum to {variant['weights_sum']:.6f}. "
-                  f"{sentence(variant['summary'])}.", ""]  # fmt: skip
+        lines += ["", (f"Loss: {variant['loss']}; searched on {variant['searched_on']} with {search.get('sampler')} over "
+                       f"{search.get('trials')} weight vectors; the weights sum to {variant['weights_sum']:.6f}. "
+                       f"{sentence(variant['summary'])}."), ""]
     if section["missing"]:
         lines.append(f"No `{section['artifact']}` for: {', '.join(section['missing'])}.")
     return lines
@@ -331,7 +333,7 @@ def baselines_sentence(answer: dict[str, Any]) -> str:
     """Which level each factor is compared against, and why."""
     design = answer["design"]
     chosen = set(design.get("baseline_chosen", []))
-    parts = [f"`{f}={fmt_level(level)}`" + (" (--baseline)" if f in chosen else "") for f, level in design["baseline"].items()]
+    parts = [f"`{f}={format_level(level)}`" + (" (--baseline)" if f in chosen else "") for f, level in design["baseline"].items()]
     if not parts:
         return ""
     default = "the study's baseline" if design["kind"] == "one-at-a-time" else "each factor's first level in the study file"
@@ -353,24 +355,19 @@ def to_html(
 
     `folder`: where the answer's diffusion pictures were copied (their `file` is relative to it).
     """
-    import jinja2
-    from plotly.offline import get_plotlyjs
-
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(dashboards_dir())),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
         undefined=jinja2.StrictUndefined,  # a misspelt field fails the render instead of showing blank
     )
-    environment.filters.update(fmt=fmt, fmt_ci=fmt_ci, fmt_p=fmt_p, fmt_level=fmt_level, fmt_duration=fmt_duration,
-                               sentence=sentence)  # fmt: skip
-    from ablate.report.figures import curves_note, importance_rows
-    from ablate.report.importance import LABELS
+    environment.filters.update(fmt=fmt, fmt_ci=fmt_ci, fmt_p=fmt_p, fmt_level=format_level, fmt_duration=fmt_duration,
+                               sentence=sentence)
 
     environment.globals.update(
         importance_rows=importance_rows, labels=LABELS, trial_values=trial_values,
         baselines_sentence=baselines_sentence, effects_absent=effects_absent, curves_note=curves_note,
         diffusion_settings=diffusion_settings, diffusion_caption=diffusion_caption,
-    )  # fmt: skip
+    )
     inlined = {}
     for variant in (answer.get("diffusion") or {}).get("variants", []):
         for image in variant["images"].values():
@@ -380,7 +377,7 @@ def to_html(
         name: figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"chart-{name}",
                              config={"displaylogo": False, "responsive": True})
         for name, figure in figures.items()
-    }  # fmt: skip
+    }
     picture = base64.b64encode(reconstructions.read_bytes()).decode() if reconstructions else None
     return environment.get_template(TEMPLATE).render(
         a=answer,
@@ -420,9 +417,6 @@ def fmt_p(p: float | None) -> str:
     return "n/a" if p is None else f"{p:.2g}"
 
 
-def fmt_level(level: Any) -> str:
-    """A factor level as written in a study file."""
-    return "null" if level is None else str(level).lower() if isinstance(level, bool) else str(level)
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -431,5 +425,5 @@ def fmt_duration(seconds: float | None) -> str:
         return ""
     if seconds < 60:
         return f"{seconds:.1f} s"
-    minutes, rest = divmod(int(round(seconds)), 60)
+    minutes, rest = divmod(round(seconds), 60)
     return f"{minutes} min {rest:02d} s"

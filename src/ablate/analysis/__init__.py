@@ -1,0 +1,1 @@
+"""Statistics over finished trials: paired effects over seeds (`effects`), importances, the Pareto front."""

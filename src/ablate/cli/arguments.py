@@ -1,0 +1,50 @@
+"""Argument types and shared options of the commands: light (argparse only), so `--help` answers at once."""
+
+from __future__ import annotations
+
+import argparse
+
+from ablate.runtime.recycling import FORK_SECONDS, RECYCLE_AFTER
+
+
+def gpu_list(text: str) -> tuple[str, ...]:
+    """`--gpus 0,1` → ("0", "1"): GPU indices as CUDA numbers them (an argparse type)."""
+    items = tuple(item.strip() for item in text.split(","))
+    if any(not item.isdigit() for item in items) or len(set(items)) != len(items):
+        raise argparse.ArgumentTypeError(f"expected distinct GPU indices separated by commas, e.g. 0,1; received {text!r}")
+    return items
+
+
+def worker_count(text: str) -> int:
+    """`--workers N`: a whole number >= 1 (an argparse type)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, received {text!r}")
+    return int(text)
+
+
+def recycle_count(text: str) -> int:
+    """`--recycle-after N`: a whole number >= 0, 0 meaning never (an argparse type)."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0 (0: never), received {text!r}")
+    return int(text)
+
+
+def add_recycle_option(parser: argparse.ArgumentParser, *, what: str) -> None:
+    """`--recycle-after N` on `run`, `reproduce` and `worker`."""
+    parser.add_argument(
+        "--recycle-after", type=recycle_count, default=RECYCLE_AFTER, metavar="N",
+        help=f"run trials in worker processes that are replaced by fresh ones after every N trials, so memory that "
+        f"TensorFlow keeps from each model (and a GPU's) is given back; on Linux each is forked from a process that "
+        f"imported Keras once, and also takes no new trial after {FORK_SECONDS:g} s, so long trials each get a "
+        f"fresh process (default {RECYCLE_AFTER}; 0: {what})",
+    )
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, received {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, received {value}")
+    return value

@@ -1,0 +1,159 @@
+"""The handlers of `ablate run`, `validate`, `reproduce` and `ui` (their arguments: `ablate.cli.main`).
+
+Each handler imports what it drives inside its body: the layers below load pydantic, Keras,
+TensorFlow, Optuna or MLflow, none of which `ablate --help` may wait for (tests/test_cli.py checks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from ablate.project import Project, resolve_project
+
+if TYPE_CHECKING:
+    from ablate.runtime.studies import StudyOutcome
+    from ablate.spec.study_spec import StudySpec
+
+
+def project_of(args: argparse.Namespace) -> Project:
+    """The project the `--home`, `--storage` and `--tracking-uri` flags (or their defaults) name."""
+    return resolve_project(home=args.home, storage=args.storage, tracking_uri=args.tracking_uri)
+
+
+def run_command(args: argparse.Namespace, console: Any) -> int:
+    """`ablate run`: run the study file's missing trials, then say where the results are."""
+    from ablate.runtime.progress import StudyProgress  # Optuna, MLflow, Keras: not for --help
+    from ablate.runtime.run import run_study
+    from ablate.spec.loading import load_spec
+
+    loaded = load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides))
+    project = project_of(args)
+    workers = args.workers if args.workers is not None else max(1, len(args.gpus))
+    with StudyProgress(console) as progress:
+        outcome = run_study(
+            loaded, project, progress=progress, workers=workers, gpus=args.gpus, recycle_after=args.recycle_after
+        )
+    _print_outcome(console, outcome)
+    return 0 if outcome.failed == 0 else 1
+
+
+def _print_outcome(console: Any, outcome: StudyOutcome) -> None:
+    console.print(
+        f"study [bold]{outcome.name}[/bold]: {outcome.complete}/{outcome.total} complete, "
+        f"{outcome.failed} failed, {outcome.pruned} pruned ({outcome.ran} run now)\n"
+        f"  optuna storage: {outcome.storage}\n  mlflow: {outcome.tracking_uri} "
+        f"(experiment {outcome.experiment_id}, parent run {outcome.parent_run_id}); browse with `ablate ui`",
+        highlight=False,
+    )
+    if outcome.failed:
+        console.print("[yellow]some trials failed[/yellow]: see their MLflow runs (tag ablate.error); run again to retry them")
+
+
+def validate_command(args: argparse.Namespace, console: Any) -> int:
+    """`ablate validate`: check the file and each of its profiles, print the plan; creates nothing."""
+    from rich.console import Console  # rich and pydantic: not for --help
+    from rich.table import Table
+
+    from ablate.spec.loading import load_spec
+    from ablate.spec.samplers import require_samplers
+
+
+    loaded = load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides))
+    spec = loaded.spec
+    for profile in spec.profiles:  # every profile must apply cleanly, not only the chosen one
+        load_spec(args.study_file, profile=profile, overrides=tuple(args.overrides))
+    require_samplers(spec)  # what `ablate run` would refuse, refused here too
+    cells = spec.cells()
+    trials = spec.planned_trials
+    table = Table(title=f"study {spec.name}" + (f" (profile {loaded.profile})" if loaded.profile else ""), show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("question", spec.description.strip() or "-")
+    size = "all" if spec.data.train_size is None else str(spec.data.train_size)
+    ensemble = _ensemble_rows(spec)
+    # The diffusion family noises with its own chain (diffusion.*), not data.noise.
+    noise = "" if spec.model.family == "diffusion" else f", noise {spec.data.noise.factor}"
+    table.add_row("data", ensemble.get("data") or f"{spec.data.dataset}, {size} train / {spec.data.val_size} val / {spec.data.test_size} test{noise}")
+    table.add_row("model", ensemble.get("model") or ", ".join(f"{k}={v}" for k, v in spec.model.model_dump().items()))
+    table.add_row("train", ensemble.get("train") or ", ".join(f"{k}={v}" for k, v in spec.train.model_dump().items()))
+    if spec.model.family == "diffusion":
+        table.add_row("diffusion", ", ".join(f"{k}={v}" for k, v in spec.diffusion.model_dump().items()))
+    for name, factor in spec.factors.items():
+        table.add_row(f"factor {name}", factor.describe())
+    for key in ("ensemble", "searched"):
+        if key in ensemble:
+            table.add_row(key, ensemble[key])
+    if spec.design == "search":
+        search = spec.search
+        table.add_row("design", f"search with {spec.engine} sampler {search.sampler}, pruner {search.pruner}")
+        table.add_row("seeds", f"{spec.repeats} ({search.seeds}: {'each trial trains every seed' if search.seeds == 'average' else 'one per trial, in turn'}): {spec.seeds}")
+    else:
+        table.add_row("design", f"{spec.design}: {len(cells)} cell(s)")
+        table.add_row("seeds", f"{spec.repeats} per cell: {spec.seeds}")
+    table.add_row("trials", str(trials))
+    objectives = "; ".join(f"{o.direction} {o.metric}" for o in spec.objective)
+    table.add_row("objective", f"{objectives} (last epoch)")
+    epochs = trials * spec.train.epochs * (spec.repeats if spec.design == "search" and spec.search.seeds == "average" else 1)
+    images = f"x {spec.data.train_size:,} images" if spec.data.train_size else "over the full training split"
+    table.add_row("work", ensemble.get("work") or f"{epochs} training epochs in all ({spec.train.epochs} per trial) {images}")
+    table.add_row("profiles", ", ".join(spec.profiles) or "-")
+    Console().print(table)
+    console.print(f"[green]ok[/green]: {args.study_file} is valid", highlight=False)
+    return 0
+
+
+def _ensemble_rows(spec: StudySpec) -> dict[str, str]:
+    """`validate`'s rows for an ensemble: its members, the searched simplex coordinates, the work."""
+    if spec.model.family != "ensemble":
+        return {}
+    from ablate.spec.ensemble_rules import describe_ensemble  # pydantic: not for --help
+
+    return describe_ensemble(spec)
+
+
+def reproduce_command(args: argparse.Namespace, console: Any) -> int:
+    """`ablate reproduce NAME`: run the reproduction's study, then compare it with the published figures."""
+    from rich.console import Console  # rich, Optuna, MLflow, Keras: not for --help
+
+    from ablate.report.reproduction import compare, load_reproduction, render, verdict
+    from ablate.runtime.progress import StudyProgress
+    from ablate.runtime.run import run_study
+
+    loaded = load_reproduction(args.name, profile=args.profile, overrides=tuple(args.overrides))
+    project = project_of(args)
+    with StudyProgress(console) as progress:
+        outcome = run_study(loaded, project, progress=progress, recycle_after=args.recycle_after)
+    _print_outcome(console, outcome)
+    result = compare(args.name, loaded, project)
+    out = Console()
+    out.print(render(result))
+    out.print(verdict(result), highlight=False)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        console.print(f"wrote {args.json}")
+    return 0 if outcome.failed == 0 else 1
+
+
+def ui_command(args: argparse.Namespace, console: Any) -> int:
+    """`ablate ui`: the MLflow UI on 127.0.0.1 against the project's store (replaces this process)."""
+    project = project_of(args)
+    project.ensure()
+    command = [
+        sys.executable, "-m", "mlflow", "ui",
+        "--backend-store-uri", project.tracking_uri,
+        "--host", "127.0.0.1",
+        "--port", str(args.port),
+    ]
+    if project.artifact_root:
+        command += ["--default-artifact-root", project.artifact_root]
+    console.print(f"MLflow UI for {project.home} at http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+    # MLflow 3's job runner (GenAI scorer jobs) would start a consumer process per queue (7 here,
+    # ~240 MB each); the UI of ablate's runs needs none of them. An explicit setting wins.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    os.execv(sys.executable, command)
+    return 0  # not reached

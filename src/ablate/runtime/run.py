@@ -1,0 +1,101 @@
+"""`ablate run`: one study, from its file to its last trial, on the engine and processes it asks for.
+
+The one entry point above the engines: a weight study (`ensemble.source: study`) goes to
+`engines.weight_study`, `engine: keras-tuner` to `engines.keras_tuner`; every other study
+enqueues its missing (cell, seed) pairs and serves them here (`worker_loop.serve`) or in local
+worker processes (`supervisor.run_workers`).
+
+Keras and TensorFlow are imported only on the paths that train in this process (the three local
+imports below): with `--workers N` or `--recycle-after N` this process only supervises, and stays
+without them (several hundred MB, and a GPU context, it would otherwise hold for nothing).
+"""
+
+from __future__ import annotations
+
+from ablate.project import Project
+from ablate.runtime.logs import quiet_libraries
+from ablate.runtime.progress import StudyProgress
+from ablate.runtime.retries import open_worker_storage
+from ablate.runtime.studies import (
+    StudyOutcome,
+    enqueue_missing,
+    fail_interrupted,
+    is_local,
+    prepare_study,
+    study_lock,
+    study_outcome,
+    study_summary,
+    tally,
+)
+from ablate.runtime.supervisor import run_workers
+from ablate.runtime.work import StudyWork
+from ablate.spec.loading import LoadedSpec
+from ablate.spec.samplers import require_samplers
+from ablate.tracking.tracker import Tracker
+from ablate.training.data import load_splits
+
+
+def run_study(
+    loaded: LoadedSpec,
+    project: Project,
+    *,
+    progress: StudyProgress,
+    workers: int = 1,
+    gpus: tuple[str, ...] = (),
+    recycle_after: int = 0,
+) -> StudyOutcome:
+    """Run every missing (cell, seed) trial of a study, logging each to MLflow.
+
+    A trial that fails (a NaN loss, an error) ends its MLflow run as FAILED with the reason and the
+    study goes on; Ctrl-C ends the current run as KILLED and its trial as FAIL, so the next `run`
+    retries it. With `workers` > 1 (or `gpus`), that many `ablate worker` processes share the
+    study through the storage, each pinned to one of `gpus` in turn. With `recycle_after` > 0
+    trials run in child worker processes, each replaced by a fresh one after that many trials (the
+    memory TensorFlow keeps from each model goes with it); 0 runs one worker in this process.
+    """
+    require_samplers(loaded.spec)  # before the project folder, the storage or a run exists
+    if loaded.spec.model.family == "ensemble" and loaded.spec.ensemble.source == "study":  # cheap weight trials
+        from ablate.runtime.engines.weight_study import run_weight_study  # Keras: see the note above
+
+        return run_weight_study(loaded, project, progress=progress)
+
+    spec = loaded.spec
+    if spec.engine == "keras-tuner":  # KerasTuner chooses the trials; see ablate.runtime.engines.keras_tuner
+        from ablate.runtime.engines.keras_tuner import run_keras_tuner  # Keras: see the note above
+
+        return run_keras_tuner(loaded, project, progress=progress, workers=workers, gpus=gpus)
+    quiet_libraries()
+    for cell in spec.cells():
+        load_splits(spec.run_config(cell, seed=spec.seed).data)  # fail before creating anything
+    project.ensure()
+    with study_lock(project, spec.name):
+        tracker = Tracker(project.tracking_uri, artifact_root=project.artifact_root)
+        storage = open_worker_storage(project.storage, tracker)
+        study, experiment_id, parent_run_id = prepare_study(loaded, project, storage, tracker)
+        if is_local(project):
+            fail_interrupted(study, tracker.end_stale)
+        enqueue_missing(study, spec)
+        counts = tally(spec, study.get_trials(deepcopy=False))
+        progress.start_study(spec.name, counts.total, counts.complete + counts.pruned)
+        before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+        interrupted = False
+        try:
+            if workers == 1 and not gpus and not recycle_after:
+                from ablate.runtime.worker_loop import serve  # Keras: see the note above
+
+                work = StudyWork(study, storage, spec, tracker, experiment_id, parent_run_id)
+                serve(lambda: [work], progress=progress, requeue_on_interrupt=False, end_parents=False)
+            else:
+                run_workers(
+                    spec.name, project, workers=workers, gpus=gpus, console=progress.console, recycle_after=recycle_after,
+                    on_trial_end=progress.end_trial,
+                )
+        except BaseException:
+            interrupted = True
+            raise
+        finally:
+            ran = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.number not in before)
+            outcome = study_outcome(study, spec, project, experiment_id, parent_run_id, ran)
+            summary, status = study_summary(spec, study.get_trials(deepcopy=False))
+            tracker.end_parent(parent_run_id, status="KILLED" if interrupted else status, summary=summary)
+    return outcome

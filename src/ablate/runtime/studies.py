@@ -1,0 +1,308 @@
+"""A study in its Optuna storage: created or resumed (same settings only), its cells enqueued once, its trials tallied.
+
+The validated spec is stored inside the Optuna study, so a study can be resumed (and later rebuilt
+by any worker) from the storage alone. Each (cell, seed) pair is one enqueued trial; running a
+study again enqueues only the pairs that have no finished or waiting trial, so finished cells are
+never run twice and missing ones are run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from ablate.errors import AblateError
+from ablate.project import Project
+from ablate.redaction import redact
+from ablate.runtime.optuna_internals import cached_storage, trial_id
+from ablate.runtime.sampling import directions, pruner_for, sampler_for
+from ablate.spec.attributes import (
+    CELL_ATTR,
+    ERROR_ATTR,
+    EXPERIMENT_ATTR,
+    FINGERPRINT_ATTR,
+    PARENT_RUN_ATTR,
+    RUN_ATTR,
+    SEED_ATTR,
+    SKIPPED,
+    SPEC_ATTR,
+)
+from ablate.spec.dotted import flatten
+from ablate.spec.levels import cell_key
+from ablate.spec.loading import LoadedSpec
+from ablate.spec.samplers import require_samplers
+from ablate.spec.study_spec import StudySpec
+from ablate.tracking.environment import environment_tags
+
+DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class StudyConflictError(AblateError):
+    """The stored study was made with other settings; resuming would mix incomparable results."""
+
+
+class StudyNotFoundError(AblateError):
+    """No study of that name in the storage."""
+
+
+class StudyBusyError(AblateError):
+    """Another `ablate run` of the same study is running from this project folder."""
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One Optuna trial as the analysis sees it."""
+
+    number: int
+    state: str
+    cell: str
+    seed: int | None
+    params: dict[str, Any]
+    value: float | None
+    run_id: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    """What a `run` did and where its results are."""
+
+    name: str
+    storage: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    total: int
+    complete: int
+    failed: int
+    pruned: int
+    ran: int
+
+
+def open_study(spec: StudySpec, storage: Any) -> optuna.Study:
+    """Create the study, or load it and check that it was made with the same settings.
+
+    `storage` is a URL or an `optuna.storages.RDBStorage` (see `ablate.runtime.storage.open_storage`).
+    """
+    require_samplers(spec)  # a missing sampler package must not leave an empty study behind
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=spec.name,
+        storage=storage,
+        directions=directions(spec),
+        pruner=pruner_for(spec),
+        load_if_exists=True,
+    )
+    if study.directions != [optuna.study.StudyDirection[d.upper()] for d in directions(spec)]:
+        raise StudyConflictError(
+            f"study {spec.name!r} in {_where(storage)} has objectives in other directions "
+            f"({[d.name.lower() for d in study.directions]}); give this variant its own name (--set name={spec.name}-v2)"
+        )
+    # A local run is one worker: salt 0 makes its search reproducible (see sampler_for).
+    study.sampler = sampler_for(spec, trials_so_far=len(study.get_trials(deepcopy=False)), salt="0")
+    stored = study.user_attrs.get(FINGERPRINT_ATTR)
+    fingerprint = spec.fingerprint()
+    if stored is None:
+        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+    elif stored != fingerprint:
+        changes = _differences(stored, fingerprint)
+        raise StudyConflictError(
+            f"study {spec.name!r} in {_where(storage)} was run with other settings ({'; '.join(changes[:5])}). "
+            "Resuming would mix results that cannot be compared. Give this variant its own name "
+            f"(--set name={spec.name}-v2) or delete the study (`optuna delete-study --study-name {spec.name} "
+            f"--storage {_where(storage)}`)."
+        )
+    study.set_user_attr(SPEC_ATTR, spec.to_file())
+    return study
+
+
+def load_study(name: str, storage: str) -> optuna.Study:
+    """Load an existing study by name, with a clear error listing the known ones."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        known = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage)) or "none"
+        raise StudyNotFoundError(f"no study {name!r} in {redact(storage)}; known studies: {known}") from None
+
+
+def enqueue_missing(study: optuna.Study, spec: StudySpec) -> int:
+    """Enqueue every (cell, seed) pair without a finished, running or waiting trial; return how many."""
+    present = {
+        (t.user_attrs.get(CELL_ATTR), t.user_attrs.get(SEED_ATTR))
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (*DONE_STATES, TrialState.RUNNING, TrialState.WAITING)
+    }
+    added = 0
+    for cell in spec.cells():
+        key = cell_key(cell)
+        for seed in spec.seeds:
+            if (key, seed) in present:
+                continue
+            study.enqueue_trial(params=dict(cell), user_attrs={CELL_ATTR: key, SEED_ATTR: seed})
+            added += 1
+    return added
+
+
+def fail_interrupted(study: optuna.Study, end_run: Any) -> int:
+    """Mark RUNNING trials failed: only called while holding the study's lock, so they are stale."""
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in stale:
+        reason = "interrupted: the process running this trial ended before it finished"
+        cached_storage(study).set_trial_user_attr(trial_id(trial), ERROR_ATTR, reason)
+        study.tell(trial.number, state=TrialState.FAIL)
+        if trial.user_attrs.get(RUN_ATTR):
+            end_run(trial.user_attrs[RUN_ATTR], reason)
+    return len(stale)
+
+
+@contextmanager
+def study_lock(project: Project, name: str) -> Iterator[None]:
+    """Hold an exclusive lock on the study for this project folder (one local `run` at a time)."""
+    folder = project.ensure().home / "locks"
+    folder.mkdir(exist_ok=True)
+    with open(folder / f"{name}.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StudyBusyError(
+                f"study {name!r} is already running from {project.home} (another `ablate run`); "
+                "wait for it or stop it first"
+            ) from None
+        yield
+
+
+def prepare_study(
+    loaded: LoadedSpec, project: Project, storage: Any, tracker: Any
+) -> tuple[optuna.Study, str, str]:
+    """Create or load the study, store its spec, and open its MLflow experiment and parent run."""
+    spec = loaded.spec
+    study = open_study(spec, storage)
+    experiment_id = tracker.experiment_id(spec.experiment)
+    parent_tags = {
+        **environment_tags(),
+        "ablate.storage": redact(project.storage),
+        "ablate.source": str(loaded.path) if loaded.path else "",
+        "ablate.profile": loaded.profile or "",
+        "ablate.overrides": " ".join(loaded.overrides),
+        "ablate.optuna_study": spec.name,
+    }
+    parent_run_id = tracker.parent_run(experiment_id, spec.name, parent_tags)
+    study.set_user_attr(EXPERIMENT_ATTR, experiment_id)
+    study.set_user_attr(PARENT_RUN_ATTR, parent_run_id)
+    return study, experiment_id, parent_run_id
+
+
+@dataclass(frozen=True)
+class Tally:
+    """How far a study is: planned trials and distinct finished ones (a retried trial counts once)."""
+
+    total: int
+    complete: int
+    failed: int
+    pruned: int
+
+    @property
+    def done(self) -> bool:
+        return self.complete + self.pruned >= self.total
+
+
+def tally(spec: StudySpec, trials: list[FrozenTrial]) -> Tally:
+    """Count (cell, seed) pairs by state; for a search, its trials (each is its own cell)."""
+    if spec.design == "search":
+        counted = [t for t in trials if not str(t.user_attrs.get(ERROR_ATTR, "")).startswith(SKIPPED)]
+        wanted = {(t.user_attrs.get(CELL_ATTR), t.user_attrs.get(SEED_ATTR)) for t in counted}
+        total = spec.search.trials
+    else:
+        wanted = {(cell_key(c), s) for c in spec.cells() for s in spec.seeds}
+        total = len(wanted)
+
+    def pairs(*states: TrialState) -> set[tuple[Any, Any]]:
+        return {(t.user_attrs.get(CELL_ATTR), t.user_attrs.get(SEED_ATTR)) for t in trials if t.state in states} & wanted
+
+    complete, pruned = pairs(TrialState.COMPLETE), pairs(TrialState.PRUNED)
+    failed = pairs(TrialState.FAIL) - complete - pruned - pairs(TrialState.RUNNING, TrialState.WAITING)
+    return Tally(total=total, complete=len(complete), failed=len(failed), pruned=len(pruned))
+
+
+def primary_value(trial: FrozenTrial) -> float | None:
+    """A complete trial's first objective value (multi-objective trials have several)."""
+    if trial.state != TrialState.COMPLETE or not trial.values:
+        return None
+    return trial.values[0]
+
+
+def study_summary(spec: StudySpec, trials: list[FrozenTrial]) -> tuple[dict[str, Any], str]:
+    """The parent run's summary of a study's trials, and its MLflow status (FINISHED or FAILED)."""
+    counts = tally(spec, trials)
+    summary: dict[str, Any] = {
+        "trials_complete": counts.complete, "trials_failed": counts.failed, "trials_pruned": counts.pruned
+    }
+    values = [(t, value) for t in trials if (value := primary_value(t)) is not None]
+    if values:
+        best, value = (min if spec.primary.direction == "minimize" else max)(values, key=lambda item: item[1])
+        if math.isfinite(value):
+            summary[f"best_{spec.primary.metric}"] = value
+        summary["best_trial"] = str(best.number)
+        summary["best_cell"] = best.user_attrs.get(CELL_ATTR, "")
+    return summary, "FINISHED" if counts.done else "FAILED"
+
+
+def trial_records(study: optuna.Study) -> list[TrialRecord]:
+    """Every trial of a study, with its cell, seed, value and MLflow run."""
+    return [
+        TrialRecord(
+            number=t.number,
+            state=t.state.name,
+            cell=t.user_attrs.get(CELL_ATTR, ""),
+            seed=t.user_attrs.get(SEED_ATTR),
+            params=dict(t.params),
+            value=primary_value(t),
+            run_id=t.user_attrs.get(RUN_ATTR),
+            error=t.user_attrs.get(ERROR_ATTR),
+        )
+        for t in study.get_trials(deepcopy=False)
+    ]
+
+
+def study_outcome(
+    study: optuna.Study, spec: StudySpec, project: Project, experiment_id: str, parent_run_id: str, ran: int
+) -> StudyOutcome:
+    counts = tally(spec, study.get_trials(deepcopy=False))
+    return StudyOutcome(
+        name=spec.name,
+        storage=redact(project.storage),
+        tracking_uri=redact(project.tracking_uri),
+        experiment_id=experiment_id,
+        parent_run_id=parent_run_id,
+        total=counts.total,
+        complete=counts.complete,
+        failed=counts.failed,
+        pruned=counts.pruned,
+        ran=ran,
+    )
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    a, b = flatten(old), flatten(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def _where(storage: Any) -> str:
+    return redact(storage if isinstance(storage, str) else str(getattr(storage, "url", "the storage")))
+
+
+def is_local(project: Project) -> bool:
+    url = project.storage
+    return url.startswith("sqlite:///") and Path(url.removeprefix("sqlite:///")).resolve().is_relative_to(project.home)
+
+
+LIVE_STATES = (TrialState.WAITING, TrialState.RUNNING)

@@ -1,0 +1,50 @@
+"""The errors of a study file that cannot be used, and how pydantic's errors become one line per field path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from ablate.errors import AblateError
+
+
+class SpecError(AblateError, ValueError):
+    """A study file (with its profile and overrides) that cannot be used; says where and why."""
+
+    exit_status = 2  # bad input, refused before anything was created
+
+
+def format_validation_error(error: ValidationError, where: str) -> str:
+    """One line per problem: the field path, what was wrong, and what was given."""
+    lines = [f"{where}: {error.error_count()} problem(s)"]
+    for item in error.errors(include_url=False):
+        loc = _format_loc(item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; `ablate validate --help` lists the sections)"
+        elif item["type"] == "literal_error" or ("input" in item and not isinstance(item["input"], dict) and item["type"] != "missing"):
+            message = f"{message}; received {item['input']!r}"
+        lines.append(f"  {loc}: {message}" if loc else f"  {message}")
+    return "\n".join(lines)
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _first_message(error: ValidationError) -> str:
+    item = error.errors(include_url=False)[0]
+    loc = _format_loc(item["loc"])
+    message = item["msg"].removeprefix("Value error, ")
+    return f"{loc}: {message}" if loc else message
+
+
+class SamplerUnavailableError(SpecError):
+    """The chosen sampler needs a package that is not installed; refused before anything is created."""

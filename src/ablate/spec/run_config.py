@@ -1,0 +1,182 @@
+"""Frozen configuration of one training run: data, model and training settings.
+
+These pydantic models are both the fixed settings of a study file (validated at the edge) and
+the frozen configs that builders take. One dotted name per setting everywhere: the field
+`skip` of `ModelConfig` is `model.skip` in the study file, in Optuna and in MLflow.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ablate.spec.dotted import flatten
+
+SECTIONS = ("data", "model", "train", "diffusion", "ensemble")  # a study file's sections of fixed settings
+DatasetName = Literal["mnist-embedded", "mnist", "fashion-mnist"]
+
+
+class Frozen(BaseModel):
+    """Base for configs: immutable, hashable, and refusing unknown keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NoiseConfig(Frozen):
+    """Additive noise on the inputs: `x + factor * N(0, 1)`, clipped to [0, 1]."""
+
+    kind: Literal["gaussian"] = "gaussian"
+    factor: float = Field(0.5, ge=0.0, le=10.0, description="standard deviation of the noise")
+
+
+class DataConfig(Frozen):
+    """Which images, how many, and how they are split and corrupted.
+
+    `train_size` None means every image left for training after the validation and test splits.
+    `path` is a local `mnist.npz`-style file or a folder of IDX files (only for `mnist` and
+    `fashion-mnist`); without it the Keras loader and its cache are used.
+    """
+
+    dataset: DatasetName = "mnist-embedded"
+    path: str | None = None
+    train_size: int | None = Field(None, ge=1)
+    val_size: int = Field(1000, ge=1)
+    test_size: int = Field(1000, ge=0)
+    split_seed: int = Field(0, ge=0, description="seed of the split and of the validation noise")
+    noise: NoiseConfig = NoiseConfig()
+
+
+class ModelConfig(Frozen):
+    """The U-Net-style denoising autoencoder of the slides, and which task it is trained for.
+
+    `family` picks the task a trial runs (see `ablate.families`): `unet`, the denoising
+    autoencoder; `diffusion`, the same network as an incremental denoiser (settings under
+    `diffusion`); `ensemble`, a weighted sum of trained members (settings under `ensemble`).
+
+    Encoder: `depth` stages of Conv2D(filters * 2**i) + MaxPooling; bottleneck Conv2D(filters *
+    2**depth); decoder: per stage Conv2D + upsampling, merged with the encoder map of the same
+    size by `skip` (none / concat / add); a sigmoid Conv2D(1) output.
+    `residual_blocks` > 0 replaces each stage's convolution by that many residual blocks (two
+    convolutions and an identity shortcut, a 1x1 projection where the channel counts differ).
+    `block` names the stage type: `plain` (one convolution), `residual` (the residual blocks), or
+    `inception` (parallel 1x1, 3x3, 5x5 and pooling branches, concatenated, as in the slides).
+    `batch_norm` adds BatchNormalization after each stage's convolution(s); `dropout` > 0 adds
+    Dropout after each stage.
+    """
+
+    family: Literal["unet", "diffusion", "ensemble"] = "unet"
+    depth: int = Field(2, ge=1, le=4)
+    filters: int = Field(64, ge=1, le=1024)
+    skip: Literal["none", "concat", "add"] = "concat"
+    block: Literal["plain", "residual", "inception"] | None = None
+    residual_blocks: int = Field(0, ge=0, le=8)
+    upsampling: Literal["upsample", "transpose"] = "upsample"
+    kernel_size: int = Field(3, ge=1, le=7)
+    activation: Literal["relu", "gelu", "swish", "elu"] = "relu"
+    batch_norm: bool = False
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _block_matches_residual_blocks(self) -> ModelConfig:
+        # `block` left out follows `residual_blocks` (0 = plain, N = N residual blocks per stage).
+        if self.block is None:
+            object.__setattr__(self, "block", "residual" if self.residual_blocks else "plain")
+        elif self.block == "residual" and self.residual_blocks == 0:
+            raise ValueError("model.block: residual needs model.residual_blocks >= 1")
+        elif self.block != "residual" and self.residual_blocks:
+            raise ValueError(f"model.residual_blocks applies only to model.block: residual, not {self.block}")
+        return self
+
+
+class DiffusionConfig(Frozen):
+    """Incremental denoising, as in the slides' exercise (their `steps2use` is `steps`).
+
+    A chain x_0 (clean) .. x_T adds noise step by step: x_t = clip(x_{t-1} + magnitude / sqrt(T) *
+    e_t, 0, 1), e_t drawn from `distribution` (unit variance). The model learns x_t -> x_{t-1};
+    evaluation runs it T times from x_T. `conditioned` gives the model the step t as a second
+    input, so one study can ask whether conditioning on t matters.
+    """
+
+    steps: int = Field(10, ge=1, le=1000)
+    distribution: Literal["normal", "uniform"] = "normal"
+    magnitude: float = Field(1.0, gt=0.0, le=10.0)
+    conditioned: bool = False
+
+
+class EnsembleConfig(Frozen):
+    """Members of a weighted ensemble and how they are found (`model.family: ensemble`).
+
+    `source: study` takes the `members` best complete trials of the study named `study` (their
+    saved `.keras` models), ranked by that study's first objective; the study is then a weight
+    study whose trials are weight vectors (`design: search`, `search.trials` of them, sampler
+    `search.sampler`). `source: train` trains `members` models inside each trial, one per seed
+    seed .. seed + members - 1, with the trial's `model` settings, and searches their weights
+    with `weight_trials` vectors from `sampler`. Either way the weights are searched on the
+    validation split (simplex parametrisation, see `ablate.families.ensemble_weights`) and reported on the test
+    split beside the best single member and the uniform average.
+    """
+
+    source: Literal["study", "train"] = "train"
+    study: str | None = Field(None, description="the study whose trials' saved models are the members")
+    members: int = Field(3, ge=1, le=32)
+    weight_trials: int = Field(200, ge=1, le=100_000, description="weight vectors tried per trial (source: train)")
+    sampler: Literal["cmaes", "tpe", "random", "gp"] = Field(
+        "cmaes", description="the in-trial weight search's sampler (source: train); a weight study uses search.sampler"
+    )
+
+    @model_validator(mode="after")
+    def _study_named(self) -> EnsembleConfig:
+        if self.source == "study" and not self.study:
+            raise ValueError("ensemble.source: study needs ensemble.study, the name of the study with the members")
+        if self.source == "train" and self.weight_trials < self.members + 1:
+            raise ValueError(
+                f"ensemble.weight_trials ({self.weight_trials}) must leave room for the uniform average and each "
+                f"member alone: at least ensemble.members + 1 = {self.members + 1}"
+            )
+        return self
+
+
+class TrainConfig(Frozen):
+    """Optimiser, loss and schedule of one trial.
+
+    The budget is `epochs`, or wall time with `max_seconds`: training stops after the epoch in
+    which that many seconds have passed (never mid-epoch, so every logged epoch is complete).
+    """
+
+    epochs: int = Field(20, ge=1, le=10_000)
+    max_seconds: float | None = Field(None, gt=0, description="stop after the epoch that passes this wall time")
+    batch_size: int = Field(128, ge=1, le=65_536)
+    learning_rate: float = Field(1e-3, gt=0.0)
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    loss: Literal["binary_crossentropy", "mse"] = "binary_crossentropy"
+
+
+class RunConfig(Frozen):
+    """Everything one trial needs to rebuild its data, model and training: the unit of work."""
+
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    diffusion: DiffusionConfig = DiffusionConfig()
+    ensemble: EnsembleConfig = EnsembleConfig()
+    seed: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _depth_fits_images(self) -> RunConfig:
+        # 28x28 images survive two halvings exactly; deeper U-Nets would need padding.
+        if 28 % (2**self.model.depth):
+            raise ValueError(
+                f"model.depth={self.model.depth} halves 28x28 images to a non-integer size; "
+                "use depth 1 or 2"
+            )
+        return self
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting under its dotted name (`model.skip`, `data.noise.factor`, `seed`).
+
+        The `diffusion` and `ensemble` sections appear only for their own family, so an
+        autoencoder's run is not cluttered with settings it never reads.
+        """
+        unused = {"diffusion", "ensemble"} - {self.model.family}
+        return flatten(self.model_dump(mode="json", exclude=unused))

@@ -1,0 +1,503 @@
+"""The study-file schema: factors and designs, search settings, objectives, tracking, and every rule among them.
+
+A study file names the question (`factors` and their levels), the fixed settings of every trial
+(`data`, `model`, `train`), the design and the number of seeds (`repeats`), the objective, the
+tracking settings, and optional named `profiles` of overrides. `StudySpec` validates it as a
+whole (reading the file is `ablate.spec.loading`'s) and turns a cell and a seed into a trial's
+frozen `RunConfig`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from ablate.spec.dotted import set_dotted
+from ablate.spec.ensemble_rules import check_ensemble_spec
+from ablate.spec.errors import _first_message
+from ablate.spec.levels import Level, cell_key, format_level, same_level
+from ablate.spec.run_config import (
+    SECTIONS,
+    DataConfig,
+    DiffusionConfig,
+    EnsembleConfig,
+    Frozen,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    flatten,
+)
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,99}$"
+
+
+# The metrics each family logs; an objective must be one its family has.
+FAMILY_METRICS: dict[str, tuple[str, ...]] = {
+    "unet": ("val_loss", "val_mse", "val_psnr", "train_loss", "train_mse", "train_psnr", "parameters"),
+    "diffusion": ("val_loss", "val_mse", "val_psnr", "train_loss", "train_mse", "train_psnr", "parameters",
+                  "val_chain_loss", "val_chain_mse"),
+    "ensemble": ("val_loss", "val_mse", "test_loss", "test_mse", "parameters"),
+}
+
+
+MAX_CELLS = 10_000
+MAX_INT_LEVELS = 1_000
+
+
+Metric = Literal[
+    "val_loss", "val_mse", "val_psnr", "train_loss", "train_mse", "train_psnr", "parameters",
+    "val_chain_loss", "val_chain_mse", "test_loss", "test_mse",
+]
+
+
+class ObjectiveSpec(Frozen):
+    """One metric a trial's value is: the logged metric of that name at the last epoch run.
+
+    `parameters` (the model's parameter count) is a metric too, so a multi-objective study can
+    trade loss against size.
+    """
+
+    metric: Metric = "val_loss"
+    direction: Literal["minimize", "maximize"] = "minimize"
+
+
+class TrackingSpec(Frozen):
+    """What MLflow records besides params and per-epoch metrics."""
+
+    experiment: str | None = Field(None, min_length=1, description="MLflow experiment; default: the study name")
+    image_every: int = Field(5, ge=0, description="log the reconstruction grid every N epochs (0: only at the end)")
+    images: int = Field(8, ge=1, le=32, description="fixed validation images in the reconstruction grid")
+    save_model: bool = Field(True, description="log each trial's trained model as model/model.keras")
+
+
+class Factor(Frozen):
+    """One factor of a study: the levels a grid or one-at-a-time design runs, or a search's range.
+
+    In a study file a plain list is a categorical factor (`model.skip: [none, concat]`); a mapping
+    gives the type: `{type: int, low: 1, high: 4, step: 1}`, `{type: float, low: 1e-4, high: 1e-2,
+    log: true}`, `{levels: [...]}`. `when: {model.block: residual}` makes the factor conditional:
+    it exists only in trials where that earlier factor takes one of the named levels, and is
+    absent (the fixed setting applies) elsewhere.
+    """
+
+    type: Literal["categorical", "int", "float"] = "categorical"
+    levels: tuple[Level, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    when: dict[str, tuple[Level, ...]] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return {"type": "categorical", "levels": list(value)}
+        if isinstance(value, dict) and isinstance(value.get("when"), dict):
+            value = {**value, "when": {k: v if isinstance(v, (list, tuple)) else [v] for k, v in value["when"].items()}}
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Factor:
+        if self.type == "categorical":
+            if not self.levels:
+                raise ValueError("has no levels (an empty grid); give at least one")
+            if len({repr(level) for level in self.levels}) != len(self.levels):
+                raise ValueError(f"repeats a level: {list(self.levels)}")
+            if self.low is not None or self.high is not None or self.log or self.step is not None:
+                raise ValueError("low, high, step and log belong to int and float factors, not categorical ones")
+            return self
+        if self.levels is not None:
+            raise ValueError(f"a {self.type} factor takes low/high (and step or log), not levels; use a list for levels")
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} factor needs low and high")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is above high ({self.high})")
+        if self.type == "int":
+            if self.low != int(self.low) or self.high != int(self.high):
+                raise ValueError("an int factor needs whole-number low and high")
+            if self.step is not None and (self.step != int(self.step) or self.step < 1):
+                raise ValueError("an int factor's step must be a whole number >= 1")
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be combined (Optuna's rule too)")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scale factor needs low > 0")
+        return self
+
+    def grid_levels(self, name: str) -> list[Level]:
+        """The levels a grid or one-at-a-time design runs: categorical levels, or an int range."""
+        if self.type == "categorical":
+            return list(self.levels or ())
+        if self.type == "int" and not self.log:
+            low, high, step = int(self.low or 0), int(self.high or 0), int(self.step or 1)
+            levels: list[Level] = list(range(low, high + 1, step))
+            if len(levels) > MAX_INT_LEVELS:
+                raise ValueError(f"factor {name!r} spans {len(levels)} levels; use design: search or a larger step")
+            return levels
+        raise ValueError(
+            f"factor {name!r} is a {'log-scale ' if self.log else ''}{self.type} range, which has no levels to "
+            "enumerate; use design: search, or give its levels as a list"
+        )
+
+    def describe(self) -> str:
+        """One line for `ablate validate`: the levels or the range, and the condition."""
+        if self.type == "categorical":
+            text = ", ".join(format_level(level) for level in self.levels or ())
+        else:
+            text = f"{self.type} {self.low:g} .. {self.high:g}" + (" (log)" if self.log else "")
+            text += f" step {self.step:g}" if self.step else ""
+        for parent, levels in (self.when or {}).items():
+            text += f" (only when {parent} in {', '.join(format_level(v) for v in levels)})"
+        return text
+
+    def active(self, params: dict[str, Level]) -> bool:
+        """Whether the factor exists in a trial with these (earlier) factor levels.
+
+        A parent that is itself absent (switched off by its own condition) switches its children
+        off too, even when a child's condition names `null`: absent is not the level `null`.
+        """
+        return all(
+            parent in params and any(same_level(params[parent], level) for level in levels)
+            for parent, levels in (self.when or {}).items()
+        )
+
+
+PrunerName = Literal["none", "median", "successive-halving", "hyperband", "wilcoxon"]
+SamplerName = Literal["tpe", "random", "cmaes", "gp", "nsga2", "hyperband", "bayesian"]
+OPTUNA_SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2")
+KERAS_TUNER_SAMPLERS = ("hyperband", "bayesian", "random")
+
+
+class SearchSpec(Frozen):
+    """How a `design: search` study samples: sampler, trial budget, pruner, and what a seed is.
+
+    `seeds: spread` (the default) gives each trial one seed, cycling through seed ..
+    seed + repeats - 1, so a fixed budget buys more configurations and the sampler's model
+    averages out seed noise across neighbouring ones. `seeds: average` trains every seed in each
+    trial and reports their mean: fewer, surer configurations, and the Wilcoxon pruner can stop a
+    trial after the seeds that already show it is worse than the best.
+    """
+
+    sampler: SamplerName = "tpe"
+    trials: int = Field(24, ge=1, le=100_000)
+    pruner: PrunerName = "none"
+    seeds: Literal["spread", "average"] = "spread"
+    warmup_epochs: int = Field(
+        1, ge=0, description="a trial is never pruned during its first N epochs (median, successive-halving, hyperband)"
+    )
+
+
+class StudySpec(Frozen):
+    """One study file, validated."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="how every command refers to the study")
+    description: str = ""
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
+    ensemble: EnsembleConfig = EnsembleConfig()
+    factors: dict[str, Factor] = Field(default_factory=dict)
+    design: Literal["grid", "one-at-a-time", "search"] = "grid"
+    baseline: dict[str, Level] = Field(
+        default_factory=dict, description="one-at-a-time: the reference levels (default: each factor's first)"
+    )
+    search: SearchSpec = SearchSpec()
+    engine: Literal["optuna", "keras-tuner"] = "optuna"
+    repeats: int = Field(3, ge=1, le=1000, description="seeds per cell")
+    seed: int = Field(0, ge=0, description="first seed; a cell runs seeds seed .. seed+repeats-1")
+    objective: tuple[ObjectiveSpec, ...] = (ObjectiveSpec(),)
+    tracking: TrackingSpec = TrackingSpec()
+    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _one_or_more_objectives(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return [value]
+        if isinstance(value, (list, tuple)) and not value:
+            raise ValueError("give at least one objective")
+        return value
+
+    @field_validator("factors")
+    @classmethod
+    def _factors_are_settings(cls, factors: dict[str, Factor]) -> dict[str, Factor]:
+        settings = _setting_names()
+        for index, (name, factor) in enumerate(factors.items()):
+            if name not in settings:
+                close = [s for s in settings if s.split(".")[-1] == name.split(".")[-1]]
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ValueError(
+                    f"factor {name!r} is not a setting. Expected a dotted name under data., model., "
+                    f"train., diffusion. or ensemble.{hint}"
+                )
+            earlier = list(factors)[:index]
+            for parent, levels in (factor.when or {}).items():
+                if parent not in earlier:
+                    raise ValueError(
+                        f"factor {name!r} is conditional on {parent!r}, which must be a factor listed before it"
+                    )
+                parent_factor = factors[parent]
+                if parent_factor.type == "categorical":
+                    unknown = [
+                        level for level in levels if not any(same_level(level, known) for known in parent_factor.levels or ())
+                    ]
+                    if unknown:
+                        raise ValueError(
+                            f"factor {name!r}: when {parent} is {unknown}, but {parent}'s levels are "
+                            f"{list(parent_factor.levels or ())}"
+                        )
+        return factors
+
+    @field_validator("profiles")
+    @classmethod
+    def _profile_names(cls, profiles: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name in profiles:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"profile name {name!r} must match {NAME_PATTERN}")
+        return profiles
+
+    @model_validator(mode="after")
+    def _design_fits(self) -> StudySpec:
+        family = self.model.family
+        for objective in self.objective:
+            if objective.metric not in FAMILY_METRICS[family]:
+                raise ValueError(
+                    f"objective {objective.metric!r} is not logged by model.family {family}; it logs "
+                    f"{', '.join(FAMILY_METRICS[family])}"
+                )
+        if len({o.metric for o in self.objective}) != len(self.objective):
+            raise ValueError("an objective metric is listed twice")
+        if self.design != "search":
+            if len(self.objective) > 1:
+                raise ValueError("several objectives need design: search (a Pareto front is searched, not enumerated)")
+            for name, factor in self.factors.items():
+                factor.grid_levels(name)  # raises for ranges that cannot be enumerated
+        if self.design == "one-at-a-time":
+            for name, level in self.baseline.items():
+                if name not in self.factors:
+                    raise ValueError(f"baseline.{name}: not a factor of this study; factors: {', '.join(self.factors)}")
+                if level not in self.factors[name].grid_levels(name):
+                    raise ValueError(f"baseline.{name} = {level!r} is not one of its levels {self.factors[name].grid_levels(name)}")
+        elif self.baseline:
+            raise ValueError("baseline applies only to design: one-at-a-time")
+        self._levels_valid()
+        if family == "ensemble":
+            check_ensemble_spec(self)  # what a weight study may search; see ablate.families.ensemble_weights
+        if self.design == "search":
+            self._search_fits()
+        elif self.engine == "keras-tuner":
+            raise ValueError("engine: keras-tuner runs design: search only (KerasTuner samples; it has no enumerated designs here)")
+        cells = self.cells()
+        if len(cells) > MAX_CELLS:
+            raise ValueError(f"the design has {len(cells)} cells, more than {MAX_CELLS}; use fewer levels")
+        if self.design != "search":
+            for cell in cells:
+                try:
+                    self.run_config(cell, seed=self.seed)
+                except ValidationError as error:
+                    raise ValueError(f"the cell {cell} is not a valid configuration: {_first_message(error)}") from None
+        return self
+
+    def _levels_valid(self) -> None:
+        """Each level alone (a range: its bounds) must make a valid trial configuration."""
+        for name, factor in self.factors.items():
+            probes: list[tuple[int | None, Level]]
+            if factor.type == "categorical":
+                probes = list(enumerate(factor.levels or ()))
+            else:
+                if factor.low is None or factor.high is None:  # cannot happen: Factor._consistent requires both
+                    raise ValueError(f"factors.{name}: a {factor.type} factor needs low and high")
+                bounds: tuple[float, float] = (factor.low, factor.high)
+                probes = [(None, int(b) if factor.type == "int" else b) for b in bounds]
+            for index, level in probes:
+                try:
+                    self.run_config(self._probe(name, level), seed=self.seed)
+                except ValidationError as error:
+                    where = f"factors.{name}" + ("" if index is None else f"[{index}]")
+                    raise ValueError(f"{where} = {level!r}: {_first_message(error)}") from None
+
+    def _probe(self, name: str, level: Level) -> dict[str, Level]:
+        """A cell with `name` at `level`, the factors it switches on at their first level or low bound."""
+        cell: dict[str, Level] = {}
+        for other, factor in self.factors.items():
+            if not factor.active(cell):
+                continue
+            if other == name:
+                cell[other] = level
+            elif factor.type == "categorical":
+                cell[other] = self.baseline.get(other, (factor.levels or (None,))[0])
+            else:
+                cell[other] = int(factor.low or 0) if factor.type == "int" else factor.low
+        return cell
+
+    def _search_fits(self) -> None:
+        search = self.search
+        # A weight study searches the members' simplex coordinates (ensemble.u0..), not factors.
+        if not self.factors and not (self.model.family == "ensemble" and self.ensemble.source == "study"):
+            raise ValueError("design: search needs at least one factor to search over")
+        engine_samplers = KERAS_TUNER_SAMPLERS if self.engine == "keras-tuner" else OPTUNA_SAMPLERS
+        if search.sampler not in engine_samplers:
+            raise ValueError(
+                f"search.sampler {search.sampler!r} is not a sampler of engine {self.engine}; use one of "
+                f"{', '.join(engine_samplers)}"
+            )
+        multi = len(self.objective) > 1
+        if multi and self.engine == "keras-tuner":
+            raise ValueError("engine: keras-tuner optimises one objective; use engine: optuna with search.sampler: nsga2")
+        if self.engine == "keras-tuner" and search.sampler == "hyperband" and search.seeds == "average":
+            raise ValueError(
+                "search.sampler hyperband gives each trial an epoch budget, which seeds: average cannot split "
+                "over seeds; use seeds: spread, or sampler bayesian or random"
+            )
+        if multi and search.sampler not in ("nsga2", "random", "tpe"):
+            raise ValueError(f"search.sampler {search.sampler} optimises one objective; with several use nsga2, tpe or random")
+        if search.sampler == "cmaes" and any(f.type == "categorical" for f in self.factors.values()):
+            names = [n for n, f in self.factors.items() if f.type == "categorical"]
+            raise ValueError(f"search.sampler cmaes searches int and float factors only; {names} are categorical (use tpe or gp)")
+        if search.pruner != "none" and multi:
+            raise ValueError("Optuna's pruners work on one objective; use search.pruner: none with several")
+        if search.pruner == "wilcoxon" and search.seeds != "average":
+            raise ValueError("search.pruner wilcoxon compares a trial's seeds, so it needs search.seeds: average")
+        if search.pruner == "wilcoxon" and self.repeats < 5:
+            raise ValueError(
+                f"search.pruner wilcoxon cannot stop a trial with repeats={self.repeats}: a signed-rank test over n "
+                "seeds reaches p < 0.1 only from the 4th seed, and a seed must remain to be saved; use repeats >= 5"
+            )
+        if search.pruner not in ("none", "wilcoxon") and search.seeds == "average":
+            raise ValueError(
+                f"search.pruner {search.pruner} stops trials by epoch; with search.seeds: average a trial reports per "
+                "seed, so use pruner wilcoxon or none (or seeds: spread)"
+            )
+
+    @property
+    def experiment(self) -> str:
+        """The MLflow experiment of this study."""
+        return self.tracking.experiment or self.name
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds every cell runs with."""
+        return list(range(self.seed, self.seed + self.repeats))
+
+    @property
+    def primary(self) -> ObjectiveSpec:
+        """The first objective: what pruners, summaries and single-objective reports use."""
+        return self.objective[0]
+
+    @property
+    def planned_trials(self) -> int:
+        """How many trials the study runs: cells x seeds, or the search's trial budget."""
+        return self.search.trials if self.design == "search" else len(self.cells()) * self.repeats
+
+    @property
+    def levels(self) -> dict[str, list[Level]]:
+        """Each factor's enumerated levels (grid and one-at-a-time designs), in file order."""
+        return {name: factor.grid_levels(name) for name, factor in self.factors.items()}
+
+    @property
+    def reference(self) -> dict[str, Level]:
+        """The baseline cell: `baseline`'s levels, else each active factor's first level."""
+        cell: dict[str, Level] = {}
+        for name, factor in self.factors.items():
+            if factor.active(cell):
+                cell[name] = self.baseline.get(name, factor.grid_levels(name)[0])
+        return cell
+
+    def cells(self) -> list[dict[str, Level]]:
+        """The configurations an enumerated design runs; a search has none (its sampler chooses).
+
+        `grid`: the full factorial, in file order; a conditional factor is crossed only with the
+        levels of its parent that switch it on. `one-at-a-time`: the baseline, then for each
+        factor each of its other levels with everything else at the baseline (leave one
+        component out); conditional factors follow their parent.
+        """
+        if self.design == "search":
+            return []
+        if self.design == "one-at-a-time":
+            return self._one_at_a_time()
+        cells: list[dict[str, Level]] = [{}]
+        for name, factor in self.factors.items():
+            grown: list[dict[str, Level]] = []
+            for cell in cells:
+                if factor.active(cell):
+                    grown.extend({**cell, name: level} for level in factor.grid_levels(name))
+                else:
+                    grown.append(cell)
+            cells = grown
+        return cells
+
+    def _one_at_a_time(self) -> list[dict[str, Level]]:
+        reference = self.reference
+        variants = [reference]
+        seen = {cell_key(reference)}
+        for name, factor in self.factors.items():
+            if name not in reference:
+                continue  # switched off at the baseline: it has no variant of its own
+            for level in factor.grid_levels(name):
+                if level == reference[name]:
+                    continue
+                variant = self.complete_cell({**reference, name: level}, fixed=name)
+                if cell_key(variant) not in seen:
+                    seen.add(cell_key(variant))
+                    variants.append(variant)
+        return variants
+
+    def complete_cell(self, cell: dict[str, Level], *, fixed: str) -> dict[str, Level]:
+        """`cell` with conditional factors made consistent after `fixed` changed level.
+
+        Factors whose condition no longer holds are dropped; factors switched on take their
+        baseline (or first) level.
+        """
+        out: dict[str, Level] = {}
+        for name, factor in self.factors.items():
+            if not factor.active(out):
+                continue
+            if name == fixed or name in cell:
+                out[name] = cell[name]
+            else:
+                out[name] = self.baseline.get(name, factor.grid_levels(name)[0])
+        return out
+
+    def run_config(self, params: dict[str, Level], *, seed: int) -> RunConfig:
+        """The frozen config of one trial: the fixed settings with the cell's levels applied."""
+        # Only what the file set: derived defaults (model.block from residual_blocks) are derived
+        # again after the cell's levels apply.
+        tree: dict[str, Any] = {
+            section: getattr(self, section).model_dump(exclude_unset=True) for section in SECTIONS
+        }
+        tree["seed"] = seed
+        for name, value in params.items():
+            set_dotted(tree, name, value)
+        return RunConfig.model_validate(tree)
+
+    def to_file(self) -> dict[str, Any]:
+        """The spec as a study file holds it: every setting, less those derived from others.
+
+        `model.block` left out of the file follows `model.residual_blocks`; written back as the
+        derived `plain`, it would then conflict with a factor that varies `residual_blocks`. This
+        is what the storage keeps (workers rebuild the spec from it) and what `best.yaml` starts from.
+        """
+        data = self.model_dump(mode="json")
+        if "block" not in self.model.model_fields_set:
+            data["model"].pop("block", None)
+        return data
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that make results comparable; a study may resume only if they agree."""
+        return self.model_dump(
+            mode="json", include={*SECTIONS, "objective", "design", "search", "engine"}
+        )
+
+
+def _setting_names() -> set[str]:
+    defaults = {
+        "data": DataConfig().model_dump(),
+        "model": ModelConfig().model_dump(),
+        "train": TrainConfig().model_dump(),
+        "diffusion": DiffusionConfig().model_dump(),
+        "ensemble": EnsembleConfig().model_dump(),
+    }
+    return set(flatten(defaults))
