@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from ablate.spec.errors import SpecError
 from ablate.spec.levels import cell_key
@@ -96,3 +99,60 @@ def test_block_follows_residual_blocks_in_a_grid() -> None:
     assert [spec.run_config(c, seed=0).model.block for c in spec.cells()] == ["plain", "inception"]
     message = refused(tiny_study(factors={"model.block": ["plain", "residual"]}))
     assert "factors.model.block[1]" in message and "residual_blocks >= 1" in message
+
+
+@pytest.mark.parametrize("experiment", ["../../escape", "a/b", "/etc", "..", "a\\b", "with space", "", "Upper"])
+def test_an_experiment_name_cannot_become_a_path_outside_the_project(experiment: str) -> None:
+    from ablate.spec.errors import SpecError
+    from ablate.spec.loading import spec_from_dict
+
+    with pytest.raises(SpecError, match="tracking.experiment"):
+        spec_from_dict({"name": "s", "tracking": {"experiment": experiment}})
+    assert spec_from_dict({"name": "s", "tracking": {"experiment": "my-exp.v2"}}).spec.experiment == "my-exp.v2"
+
+
+def _bomb_flow(levels: int = 9) -> str:
+    """A 'billion laughs' as one YAML flow value: each anchor repeats the one before it nine times."""
+    parts = ["&a0 [" + ", ".join(["lol"] * 9) + "]"]
+    parts += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "[" + ", ".join(parts) + "]"  # 9**9 (387 million) values once expanded, in about 400 bytes
+
+
+@pytest.mark.parametrize("where", ["factor", "description", "profile", "set"])
+def test_a_yaml_alias_bomb_is_refused_with_a_short_message(tmp_path: Path, where: str) -> None:
+    from ablate.spec.loading import check_profiles
+
+    bomb = _bomb_flow()
+    body = {
+        "factor": f"factors:\n  model.filters: {bomb}\n",
+        "description": f"description: {bomb}\n",
+        "profile": f"profiles:\n  big:\n    description: {bomb}\n",
+        "set": "",
+    }[where]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("name: bomb\n" + body)
+    with pytest.raises(SpecError, match="expands to more than 100,000 values") as caught:
+        if where == "set":
+            load_spec(path, overrides=[f"description={bomb}"])
+        else:
+            check_profiles(path)
+    assert len(str(caught.value)) < 1_000  # the message never echoes the expanded input
+
+
+def test_an_error_echoes_at_most_a_few_hundred_characters_of_its_input() -> None:
+    with pytest.raises(SpecError) as caught:
+        spec_from_dict({"name": "s", "train": {"epochs": "x" * 1_000_000}})
+    assert "train.epochs" in str(caught.value) and len(str(caught.value)) < 1_000
+
+
+def test_every_profile_of_a_thousand_is_checked_from_one_read(tmp_path: Path) -> None:
+    from ablate.spec.loading import check_profiles
+
+    raw = {**tiny_study(name="many"), "profiles": {f"p{i}": {"train": {"epochs": 1 + i % 3}} for i in range(1000)}}
+    path = tmp_path / "many.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert len(check_profiles(path).spec.profiles) == 1000
+    raw["profiles"]["p500"] = {"train": {"epochs": 0}}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpecError, match="profile 'p500'"):
+        check_profiles(path)

@@ -1,21 +1,62 @@
-"""Credentials out of what ablate prints and stores: URLs shown without their password, text scrubbed of them."""
+"""Credentials out of what ablate prints and stores: URLs shown without their password, text scrubbed of them.
+
+A database or HTTP URL can carry a credential in two places, and both are masked, in every form:
+
+- the userinfo before the host: `user:password@`, `:password@` (a password and no user), a
+  password that itself holds `@`, `:` or `%`-escapes; a user without a password (`user@host`) is
+  shown as it is, with no invented `:***`;
+- the query string: any parameter whose name says it is a secret (`password`, `passwd`, `pwd`,
+  `pass`, `sslpassword`, `secret`, `token`, `access_token`, `api_key`, `apikey`, `auth`,
+  `credentials`, `client_secret`, ... in any letter case, `%`-escaped or not).
+
+`redact` takes one URL (a setting); `scrub` any text (an error message, a traceback), and masks
+every URL found in it. Both are what the terminal, the logs, MLflow tags and params, Optuna
+attributes and the report get, never the raw URL.
+"""
 
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
+
+MASK = "***"
+# Query parameters that carry a secret, by the words in their (lower-cased, unescaped) name.
+SECRET_WORDS = ("pass", "pwd", "secret", "token", "auth", "key", "credential", "signature", "sig")
+
+# scheme://  userinfo@  (userinfo: anything up to the last @ before the host; no spaces or slashes)
+# (a password may hold `@`, `:` and even `/`: the userinfo runs to the last `@` of the URL that a host follows)
+_USERINFO = re.compile(
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^\s/?#:@]*:[^\s]*|[^\s/?#:@]*)@(?=[^\s@/?#]*(?:[/?#\s'\",)]|$))"
+)
+# name=value pairs in a query string (or a libpq-style `password=...` in free text after ? & or ;)
+_QUERY = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&;#\s]+)=(?P<value>[^&;#\s'\"]*)")
 
 
-def redact(url: str) -> str:
-    """A URL without its password, for logs and MLflow params."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+def _is_secret_name(name: str) -> bool:
+    plain = unquote(name).lower()
+    return any(word in plain for word in SECRET_WORDS)
+
+
+def _mask_userinfo(match: re.Match[str]) -> str:
+    userinfo = match.group("userinfo")
+    if ":" not in userinfo:
+        return match.group(0)  # a user and no password: nothing to hide
+    user = userinfo.split(":", 1)[0]
+    return f"{match.group('scheme')}{user}:{MASK}@"
+
+
+def _mask_query(match: re.Match[str]) -> str:
+    if not _is_secret_name(match.group("name")) or not match.group("value"):
+        return match.group(0)
+    return f"{match.group('lead')}{match.group('name')}={MASK}"
 
 
 def scrub(text: str) -> str:
-    """Text with the password of any URL in it replaced by *** (for logs, tags and error attrs)."""
-    # Up to the last @ before the host, since a password may itself hold an @.
-    return re.sub(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)\S*@(?=[^@\s/]*(?:[/\s]|$))", r"\1***@", text)
+    """Text with every credential of every URL in it masked (see the module docstring for the forms)."""
+    text = _USERINFO.sub(_mask_userinfo, text)
+    return _QUERY.sub(_mask_query, text) if "=" in text else text
+
+
+def redact(url: str) -> str:
+    """A URL without its credentials, for the terminal, logs, MLflow tags and the report."""
+    return scrub(url)

@@ -58,14 +58,13 @@ def validate_command(args: argparse.Namespace, console: Any) -> int:
     from rich.console import Console  # rich and pydantic: not for --help
     from rich.table import Table
 
-    from ablate.spec.loading import load_spec
+    from ablate.spec.loading import check_profiles, load_spec
     from ablate.spec.samplers import require_samplers
 
 
+    check_profiles(args.study_file, overrides=tuple(args.overrides))  # every profile must apply, not only the chosen one
     loaded = load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides))
     spec = loaded.spec
-    for profile in spec.profiles:  # every profile must apply cleanly, not only the chosen one
-        load_spec(args.study_file, profile=profile, overrides=tuple(args.overrides))
     require_samplers(spec)  # what `ablate run` would refuse, refused here too
     cells = spec.cells()
     trials = spec.planned_trials

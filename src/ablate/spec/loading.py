@@ -17,6 +17,8 @@ from ablate.spec.dotted import flatten, set_dotted
 from ablate.spec.errors import SpecError, format_validation_error
 from ablate.spec.study_spec import StudySpec
 
+MAX_VALUES = 100_000  # values a study file may expand to (its largest shipped one has a few hundred)
+
 
 @dataclass(frozen=True)
 class LoadedSpec:
@@ -45,13 +47,58 @@ def load_spec(
         SpecError: with the file, the field path and what was expected.
     """
     path = Path(path)
+    return spec_from_dict(read_study_file(path), source=str(path), path=path, profile=profile, overrides=overrides)
+
+
+def check_profiles(path: str | Path, *, overrides: list[str] | tuple[str, ...] = ()) -> LoadedSpec:
+    """Load a study file and check that each of its profiles applies cleanly; return the plain spec.
+
+    The file is read once, and each profile is validated against the file without the other
+    profiles, so a file with P profiles costs P small validations, not P full ones.
+
+    Raises:
+        SpecError: for the file, or the first profile that does not apply.
+    """
+    path = Path(path)
+    raw = read_study_file(path)
+    loaded = spec_from_dict(raw, source=str(path), path=path, overrides=overrides)
+    base = {key: value for key, value in raw.items() if key != "profiles"}
+    for name, changes in (raw.get("profiles") or {}).items():
+        spec_from_dict({**base, "profiles": {name: changes}}, source=str(path), path=path, profile=name, overrides=overrides)
+    return loaded
+
+
+def read_study_file(path: Path) -> Any:
+    """The parsed YAML of a study file (`spec_from_dict` refuses one that expands past `MAX_VALUES`).
+
+    YAML aliases (`&a` / `*a`) let a few hundred bytes stand for billions of values: PyYAML builds
+    each anchor once and shares it, but validating or printing the result walks every copy. The
+    expanded size is counted with each shared value counted once per use (memoised, so linear).
+    """
     if not path.is_file():
         raise SpecError(f"{path}: no such study file. List the shipped ones with `ls studies/`.")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise SpecError(f"{path}: not valid YAML: {error}") from None
-    return spec_from_dict(raw, source=str(path), path=path, profile=profile, overrides=overrides)
+    return raw
+
+
+def expanded_size(value: Any, memo: dict[int, int] | None = None) -> int:
+    """How many values `value` holds once every shared (aliased) value is counted at each use."""
+    memo = {} if memo is None else memo
+    key = id(value)
+    if key in memo:
+        return memo[key]
+    if isinstance(value, dict):
+        size = 1 + sum(expanded_size(k, memo) + expanded_size(v, memo) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        size = 1 + sum(expanded_size(item, memo) for item in value)
+    else:
+        size = 1
+    if isinstance(value, (dict, list, tuple)):
+        memo[key] = size  # scalars may share ids (small ints, interned strings): size 1 either way
+    return size
 
 
 def spec_from_dict(
@@ -65,6 +112,11 @@ def spec_from_dict(
     """Validate an already parsed study (see `load_spec`)."""
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: a study file must be a mapping of settings, got {type(raw).__name__}")
+    if expanded_size(raw) > MAX_VALUES:
+        raise SpecError(
+            f"{source}: expands to more than {MAX_VALUES:,} values (YAML aliases, `*name`, nested inside each "
+            "other?); a study file needs far fewer: write the values out, or use fewer aliases"
+        )
     raw = copy.deepcopy(raw)  # profiles and overrides must not change the caller's dict
     where = source
     if profile is not None:
@@ -83,6 +135,8 @@ def spec_from_dict(
     for item in overrides:
         name, value = parse_override(item)
         set_dotted(raw, name, value)
+    if overrides and expanded_size(raw) > MAX_VALUES:
+        raise SpecError(f"{source}: with --set, expands to more than {MAX_VALUES:,} values (YAML aliases in a --set value?)")
     if overrides:
         where += " with " + " ".join(f"--set {item}" for item in overrides)
     try:

@@ -66,7 +66,11 @@ class ObjectiveSpec(Frozen):
 class TrackingSpec(Frozen):
     """What MLflow records besides params and per-epoch metrics."""
 
-    experiment: str | None = Field(None, min_length=1, description="MLflow experiment; default: the study name")
+    # Part of the artifact path (`artifacts/EXPERIMENT/...`): held to the study name's pattern, so no
+    # `..`, `/` or `\\` can take a run's files outside the project folder.
+    experiment: str | None = Field(
+        None, pattern=NAME_PATTERN, description="MLflow experiment; default: the study name"
+    )
     image_every: int = Field(5, ge=0, description="log the reconstruction grid every N epochs (0: only at the end)")
     images: int = Field(8, ge=1, le=32, description="fixed validation images in the reconstruction grid")
     save_model: bool = Field(True, description="log each trial's trained model as model/model.keras")

@@ -7,6 +7,7 @@ nothing here depends on call order or threads.
 from __future__ import annotations
 
 import math
+import os
 import time
 from functools import partial
 from typing import Any
@@ -25,6 +26,9 @@ class Tracker:
     """MLflow for one study: its experiment, its parent run, and the trials' nested runs."""
 
     def __init__(self, tracking_uri: str, *, artifact_root: str | None = None) -> None:
+        # MLflow prints "View run ... at: URL" for a server store, with the tracking URI's credentials
+        # in it; ablate prints its own summary, redacted (ablate.redaction).
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self._artifact_root = artifact_root
