@@ -194,3 +194,34 @@ def wait_for(condition, what: str, timeout: float = 180):
             return value
         time.sleep(0.2)
     raise TimeoutError(f"waited {timeout}s for {what}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_ends_run_cleanly_and_says_which(write_study, project, signum: int) -> None:
+    """`docker stop` / `kill` (SIGTERM) and a closed terminal (SIGHUP) end `ablate run` as Ctrl-C does."""
+    name = f"signalled-{signal.Signals(signum).name.lower()}"
+    raw = tiny(name, factors={"model.skip": ["concat"]}, repeats=1)
+    raw["data"]["train_size"] = 2000
+    raw["model"]["filters"] = 4
+    raw["train"]["epochs"] = 5
+    path = write_study(raw)
+    command = [ABLATE, "run", str(path), "--home", str(project.home), "--recycle-after", "0"]
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        running = wait_for(lambda: running_trial(project, name, process), "a trial past its first epoch")
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    signal_name = signal.Signals(signum).name
+    assert process.returncode == 128 + signum, stderr
+    assert f"interrupted by {signal_name}" in stderr
+    trial = trials_of(project, name)[running.number]
+    assert trial.state == TrialState.FAIL and trial.user_attrs["ablate.error"] == f"interrupted by {signal_name}"
+    client = MlflowClient(project.tracking_uri)
+    killed = client.get_run(trial.user_attrs["mlflow_run_id"])
+    assert killed.info.status == "KILLED" and signal_name in killed.data.tags["ablate.error"]
+    experiment = client.get_experiment_by_name(name)
+    statuses = {r.info.status for r in client.search_runs([experiment.experiment_id])}
+    assert "RUNNING" not in statuses  # the parent run ended too, not left for the next run to repair

@@ -114,3 +114,17 @@ def test_a_grid_never_prunes_a_slow_cell(project) -> None:
     raw = tiny_study(name="noprune", factors={"train.learning_rate": [0.01, 1.0e-9]}, repeats=3)
     outcome = run(raw, project)
     assert (outcome.complete, outcome.pruned, outcome.failed) == (6, 0, 0)
+
+
+def test_a_study_names_its_objectives_for_optunas_own_tools(tmp_path: Path) -> None:
+    import optuna
+
+    from ablate.runtime.studies import open_study
+    from ablate.spec.loading import spec_from_dict
+
+    spec = spec_from_dict({**tiny_study(name="named"), "design": "search", "search": {"sampler": "nsga2", "trials": 2},
+                           "factors": {"model.filters": [2, 4]},
+                           "objective": [{"metric": "val_loss"}, {"metric": "parameters"}]}).spec
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    open_study(spec, storage)
+    assert optuna.load_study(study_name="named", storage=storage).metric_names == ["val_loss", "parameters"]

@@ -6,6 +6,7 @@ file, a flag), refused before anything was created; 130 interrupted.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -20,7 +21,42 @@ class AblateError(Exception):
     exit_status: ClassVar[int] = 1
 
 
-INTERRUPTED_EXIT = 130
+INTERRUPTED_EXIT = 130  # 128 + SIGINT
+ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # `docker stop`, `kill`, a closed terminal: end as Ctrl-C does
+
+
+class Interrupted(KeyboardInterrupt):
+    """The work was ended by a signal: the current trial is recorded as interrupted, and handed back.
+
+    A KeyboardInterrupt, so everything that cleans up after Ctrl-C cleans up after it too; it
+    carries the signal, so Optuna, MLflow and the terminal can say which one it was.
+    """
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        self.signum = int(signum)
+        super().__init__(self.signal_name)
+
+    @property
+    def signal_name(self) -> str:
+        """`SIGTERM`, `SIGINT`, ..."""
+        return signal.Signals(self.signum).name
+
+
+def interrupt_on_signal(signum: int, frame: Any) -> None:
+    """A signal handler: end the work by raising `Interrupted` (as Ctrl-C raises KeyboardInterrupt)."""
+    raise Interrupted(signum)
+
+
+def end_on_signals() -> None:
+    """Let SIGTERM and SIGHUP end this process cleanly (its trial recorded, its runs ended), not kill it."""
+    for signum in ENDING_SIGNALS:
+        signal.signal(signum, interrupt_on_signal)
+
+
+def interruption(error: BaseException) -> str:
+    """How an interrupt is described on a trial and its run: `interrupted by SIGTERM`."""
+    name = error.signal_name if isinstance(error, Interrupted) else "SIGINT" if isinstance(error, KeyboardInterrupt) else type(error).__name__
+    return f"interrupted by {name}"
 
 
 def exit_code(call: Callable[[], int], console: Any) -> int:
@@ -34,9 +70,13 @@ def exit_code(call: Callable[[], int], console: Any) -> int:
     except AblateError as error:
         print_error(console, error)
         return error.exit_status
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]: the current trial was recorded as failed; run the same command again to resume")
-        return INTERRUPTED_EXIT
+    except KeyboardInterrupt as error:
+        signum = error.signum if isinstance(error, Interrupted) else signal.SIGINT
+        console.print(
+            f"[yellow]{interruption(error)}[/yellow]: the current trial was recorded as interrupted; "
+            "run the same command again to resume"
+        )
+        return 128 + signum  # the shell's code for a process ended by that signal (130 for Ctrl-C)
 
 
 def print_error(console: Any, error: BaseException | str) -> None:

@@ -15,7 +15,7 @@ from ablate import __version__
 from ablate.cli import report, service
 from ablate.cli.arguments import add_recycle_option, gpu_list, worker_count
 from ablate.cli.commands import reproduce_command, run_command, ui_command, validate_command
-from ablate.errors import exit_code
+from ablate.errors import end_on_signals, exit_code
 
 EPILOG = """\
 examples:
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    end_on_signals()  # SIGTERM / SIGHUP end a command as Ctrl-C does: trial recorded, runs ended, nothing RUNNING
     from rich.console import Console
 
     console = Console(stderr=True, soft_wrap=True)  # no hard wraps: paths and URLs stay copyable

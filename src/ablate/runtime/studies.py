@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import math
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -121,6 +122,11 @@ def open_study(spec: StudySpec, storage: Any) -> optuna.Study:
             f"--storage {_where(storage)}`)."
         )
     study.set_user_attr(SPEC_ATTR, spec.to_file())
+    names: list[str] = [objective.metric for objective in spec.objective]
+    if study.metric_names != names:  # optuna-dashboard and Optuna's plots say val_loss, not "Objective 0"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
     return study
 
 

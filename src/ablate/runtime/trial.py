@@ -12,7 +12,7 @@ import keras
 import optuna
 from optuna.trial import TrialState
 
-from ablate.errors import AblateError
+from ablate.errors import AblateError, interruption
 from ablate.families import family_for
 from ablate.redaction import scrub
 from ablate.runtime.optuna_internals import fixed_params, trial_id
@@ -115,11 +115,11 @@ def run_trial(work: StudyWork, trial: optuna.Trial, *, progress: StudyProgress, 
         _tell(work, trial, run, state=TrialState.FAIL)
         progress.end_trial(label, f"[red]FAILED[/red] {type(error).__name__}: {scrub(str(error))}")
     except BaseException as error:  # Ctrl-C, SIGTERM: record, hand the trial back, then stop
-        set_attr(ERROR_ATTR, f"interrupted ({type(error).__name__})")
+        set_attr(ERROR_ATTR, interruption(error))
         run.finish("interrupted", error=error)
         if _tell(work, trial, run, state=TrialState.FAIL) and requeue_on_interrupt:
             frozen = retry(lambda: work.cached.get_trial(trial_id(trial)), what="read the trial")
-            requeue(work.study, frozen, f"interrupted ({type(error).__name__}) on {worker_id()}")
+            requeue(work.study, frozen, f"{interruption(error)} on {worker_id()}")
         raise
     else:
         values = objective_values(spec, metrics)

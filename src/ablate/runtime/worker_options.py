@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ablate.errors import Interrupted
 from ablate.project import Project
 
 
@@ -39,4 +40,4 @@ class WorkerOptions:
 
 def raise_interrupt(signum: int, frame: Any) -> None:
     """A signal handler that ends the work as Ctrl-C does (the current trial is recorded and handed back)."""
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise Interrupted(signum)
