@@ -82,7 +82,11 @@ def requeue(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
     return True
 
 
-def open_worker_storage(url: str, tracker: Tracker) -> RDBStorage:
-    """The storage as a worker opens it: heartbeats on, and a stale trial ended in MLflow and retried."""
+def open_worker_storage(url: str, tracker_for: Callable[[], Tracker]) -> RDBStorage:
+    """The storage as a worker opens it: heartbeats on, and a stale trial ended in MLflow and retried.
+
+    `tracker_for` is called only when a stale trial's run is to be ended, so the storage can be opened
+    (and found unreachable) before any MLflow store is touched.
+    """
     grace = stale_grace()
-    return open_storage(url, heartbeat=heartbeat_seconds(), grace=grace, on_stale=StaleTrialHandler(lambda: tracker, grace))
+    return open_storage(url, heartbeat=heartbeat_seconds(), grace=grace, on_stale=StaleTrialHandler(tracker_for, grace))

@@ -22,6 +22,8 @@ from sqlalchemy import event
 
 from ablate.backoff import retry_transient
 from ablate.errors import AblateError
+from ablate.project import STORAGE_ENV as STORAGE_URL_ENV
+from ablate.redaction import redact, scrub
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # a type only: Python 3.10 has no typing.Self
@@ -58,6 +60,10 @@ HEARTBEAT_SECONDS = 15
 GRACE_SECONDS = 60
 RECONNECT_ENV = "ABLATE_RECONNECT_SECONDS"
 RECONNECT_SECONDS = 600.0
+# The first connection fails fast: a wrong URL or a server that is down says so in seconds. The long
+# reconnect budget above is for a storage that went away under a running study.
+CONNECT_ENV = "ABLATE_CONNECT_SECONDS"
+CONNECT_SECONDS = 10.0
 StaleCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
 
@@ -93,18 +99,32 @@ def open_storage(
         # Local workers share one file: wait for its lock rather than failing at once. The driver
         # is told not to manage transactions; `_serialize_sqlite` begins them itself.
         engine["connect_args"] = {"timeout": 60, "isolation_level": None}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = retry(
-            lambda: RDBStorage(
-                url,
-                engine_kwargs=engine,
-                heartbeat_interval=heartbeat,
-                grace_period=grace,
-                heartbeat_stale_trial_callback=on_stale,
-            ),
-            what="connect to the Optuna storage",
-        )
+    limit = float(os.environ.get(CONNECT_ENV, CONNECT_SECONDS))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = retry(
+                lambda: RDBStorage(
+                    url,
+                    engine_kwargs=engine,
+                    heartbeat_interval=heartbeat,
+                    grace_period=grace,
+                    heartbeat_stale_trial_callback=on_stale,
+                ),
+                what="connect to the Optuna storage",
+                timeout=limit,
+            )
+    except AblateError as error:
+        cause = error.__cause__ or error
+        raise StorageUnavailableError(
+            f"cannot reach the Optuna storage {redact(url)} (tried for {limit:.0f}s): {scrub(_first_line(cause))}. "
+            f"Check that its server runs and the URL (--storage or ${STORAGE_URL_ENV}); ${CONNECT_ENV} waits longer."
+        ) from None
+    except Exception as error:  # noqa: BLE001 - a bad URL, a missing driver, refused credentials: one line, not a traceback
+        raise StorageUnavailableError(
+            f"cannot open the Optuna storage {redact(url)}: {scrub(_first_line(error))}. "
+            f"Check the URL (--storage or ${STORAGE_URL_ENV}) and that its database driver is installed."
+        ) from None
     if sqlite:
         _serialize_sqlite(storage)
     return storage

@@ -40,7 +40,7 @@ def submit_study(loaded: LoadedSpec, project: Project) -> Submission:
             "run it with `ablate run` (workers do not run it; see docs/study-files.md#the-ensemble-family)"
         )
     quiet_libraries()
-    tracker = Tracker(project.tracking_uri, artifact_root=project.artifact_root)
     storage = open_storage(project.storage, heartbeat=None, grace=stale_grace())
+    tracker = Tracker(project.tracking_uri, artifact_root=project.artifact_root)
     study, experiment_id, parent_run_id = prepare_study(loaded, project, storage, tracker)
     return Submission(added=enqueue_missing(study, loaded.spec), experiment_id=experiment_id, parent_run_id=parent_run_id)

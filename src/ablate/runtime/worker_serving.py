@@ -51,8 +51,8 @@ def serve_here(
     project = options.project
     heartbeat = options.heartbeat or heartbeat_seconds()
     grace = options.grace or stale_grace()
-    tracker = Tracker(project.tracking_uri, artifact_root=project.artifact_root)
     storage = open_storage(project.storage, heartbeat=heartbeat, grace=grace, on_stale=StaleTrialHandler(lambda: tracker, grace))
+    tracker = Tracker(project.tracking_uri, artifact_root=project.artifact_root)
     attached: dict[str, StudyWork] = {}
 
     def studies() -> list[StudyWork]:

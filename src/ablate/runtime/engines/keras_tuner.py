@@ -413,8 +413,8 @@ def run_keras_tuner(
     load_splits(spec.run_config({}, seed=spec.seed).data)  # fail before creating anything
     project.ensure()
     with study_lock(project, spec.name):
+        storage = open_worker_storage(project.storage, lambda: tracker)  # first: an unreachable one touches no MLflow store
         tracker = Tracker(project.tracking_uri, artifact_root=project.artifact_root)
-        storage = open_worker_storage(project.storage, tracker)
         study, experiment_id, parent_run_id = prepare_study(loaded, project, storage, tracker)
         if is_local(project):
             fail_interrupted(study, tracker.end_stale)
