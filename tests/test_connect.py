@@ -47,3 +47,12 @@ def test_ablate_run_against_an_unreachable_storage_creates_nothing(tmp_path: Pat
     assert "s3cr3t" not in result.stdout + result.stderr
     assert time.monotonic() - started < 120  # not the 600 s reconnect budget
     assert not (tmp_path / "m.db").exists()  # no MLflow experiment or run was made
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "0", "inf", "nan"])
+def test_a_bad_connect_budget_is_refused_by_name(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ablate.errors import AblateError
+
+    monkeypatch.setenv("ABLATE_CONNECT_SECONDS", value)
+    with pytest.raises(AblateError, match=r"\$ABLATE_CONNECT_SECONDS must be"):
+        open_storage("sqlite:///:memory:", heartbeat=None, grace=None)

@@ -196,16 +196,19 @@ def wait_for(condition, what: str, timeout: float = 180):
     raise TimeoutError(f"waited {timeout}s for {what}")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
-def test_a_signal_ends_run_cleanly_and_says_which(write_study, project, signum: int) -> None:
-    """`docker stop` / `kill` (SIGTERM) and a closed terminal (SIGHUP) end `ablate run` as Ctrl-C does."""
-    name = f"signalled-{signal.Signals(signum).name.lower()}"
+@pytest.mark.parametrize(
+    ("signum", "recycle_after"), [(signal.SIGTERM, "0"), (signal.SIGHUP, "0"), (signal.SIGTERM, "25")]
+)
+def test_a_signal_ends_run_cleanly_and_says_which(write_study, project, signum: int, recycle_after: str) -> None:
+    """`docker stop` / `kill` (SIGTERM) and a closed terminal (SIGHUP) end `ablate run` as Ctrl-C does,
+    in this process (`--recycle-after 0`) and through its forked worker (the default)."""
+    name = f"signalled-{signal.Signals(signum).name.lower()}-{recycle_after}"
     raw = tiny(name, factors={"model.skip": ["concat"]}, repeats=1)
     raw["data"]["train_size"] = 2000
     raw["model"]["filters"] = 4
     raw["train"]["epochs"] = 5
     path = write_study(raw)
-    command = [ABLATE, "run", str(path), "--home", str(project.home), "--recycle-after", "0"]
+    command = [ABLATE, "run", str(path), "--home", str(project.home), "--recycle-after", recycle_after]
     process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         running = wait_for(lambda: running_trial(project, name, process), "a trial past its first epoch")

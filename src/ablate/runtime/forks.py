@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from ablate.errors import INTERRUPTED_EXIT
+from ablate.errors import ENDING_SIGNALS, INTERRUPTED_EXIT, Interrupted
 from ablate.runtime.recycling import RECYCLE_EXIT
 from ablate.tracking.store import build_store, reset_connections_after_fork
 from ablate.training.trial import freeze_heap
@@ -101,9 +101,9 @@ def _in_fork(call: Callable[[], tuple[int, int]]) -> tuple[int, int, int, bool]:
         nonlocal interrupted
         interrupted = True
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGINT)  # the child records its trial as interrupted and exits
+            os.kill(pid, signum)  # the same signal: the child records its trial as interrupted by it, and exits
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, *ENDING_SIGNALS)}
     try:
         with os.fdopen(read) as counted:
             text = counted.read()  # until the child exits (its end of the pipe closes)
@@ -122,8 +122,8 @@ def _child(call: Callable[[], tuple[int, int]], parent: int, write: int) -> int:
         reset_connections_after_fork()
         code, ran = call()
         os.write(write, str(ran).encode())
-    except KeyboardInterrupt:
-        code = INTERRUPTED_EXIT
+    except KeyboardInterrupt as error:
+        code = 128 + error.signum if isinstance(error, Interrupted) else INTERRUPTED_EXIT
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else 1
     except BaseException:  # noqa: BLE001 - the fork must never return into the parent's loop

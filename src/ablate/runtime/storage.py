@@ -99,7 +99,7 @@ def open_storage(
         # Local workers share one file: wait for its lock rather than failing at once. The driver
         # is told not to manage transactions; `_serialize_sqlite` begins them itself.
         engine["connect_args"] = {"timeout": 60, "isolation_level": None}
-    limit = float(os.environ.get(CONNECT_ENV, CONNECT_SECONDS))
+    limit = env_seconds(CONNECT_ENV, CONNECT_SECONDS)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -175,7 +175,7 @@ def retry(call: Callable[[], T], *, what: str, timeout: float | None = None) -> 
     Raises:
         StorageUnavailableError: still unreachable at the timeout.
     """
-    limit = timeout if timeout is not None else float(os.environ.get(RECONNECT_ENV, RECONNECT_SECONDS))
+    limit = timeout if timeout is not None else env_seconds(RECONNECT_ENV, RECONNECT_SECONDS)
 
     def warn(error: BaseException, delay: float) -> None:
         # The driver's message names host and port only, never the password.
@@ -189,6 +189,24 @@ def retry(call: Callable[[], T], *, what: str, timeout: float | None = None) -> 
         raise StorageUnavailableError(
             f"the Optuna storage stayed unreachable for {limit:.0f}s ({what}): {type(error).__name__}"
         ) from error
+
+
+def env_seconds(name: str, default: float) -> float:
+    """A number of seconds from the environment variable `name` (unset or blank: `default`).
+
+    Raises:
+        AblateError: the variable is set to something that is not a positive number (saying which).
+    """
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise AblateError(f"${name} must be a number of seconds, e.g. {default:g}; received {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise AblateError(f"${name} must be a positive number of seconds; received {text!r}")
+    return value
 
 
 class Heartbeat:

@@ -25,7 +25,7 @@ from typing import IO, Any
 from rich.markup import escape
 from rich.text import Text
 
-from ablate.errors import AblateError
+from ablate.errors import AblateError, Interrupted
 from ablate.project import HOME_ENV, STORAGE_ENV, TRACKING_ENV, Project
 from ablate.runtime.recycling import MARKS_ENV, RECYCLE_EXIT, TRIAL_END_MARK, WORKER_INDEX_ENV, forks_available
 
@@ -142,7 +142,7 @@ def supervise(
     """Run each slot's children until each has no more work; return each slot's exit code.
 
     A child that exits with `RECYCLE_EXIT` is replaced by a new one; any other code ends its slot
-    (0: no more work). On Ctrl-C (KeyboardInterrupt here), every running child gets one SIGINT and
+    (0: no more work). On Ctrl-C or SIGTERM / SIGHUP (KeyboardInterrupt here), every running child gets that signal once and
     `INTERRUPT_WAIT` seconds to record its trial, then is killed; the interrupt is raised again.
     """
     try:
@@ -153,8 +153,8 @@ def supervise(
                 if slot.code is None and slot.process is not None and slot.process.poll() is not None:
                     _ended(slot, console, on_trial_end)
             time.sleep(POLL_SECONDS)
-    except BaseException:
-        _stop(slots)
+    except BaseException as error:
+        _stop(slots, error.signum if isinstance(error, Interrupted) else signal.SIGINT)
         raise
     return [slot.code or 0 for slot in slots]
 
@@ -196,12 +196,13 @@ def _ended(slot: Slot, console: Any, on_trial_end: Callable[[str, str], None] | 
     slot.code = code
 
 
-def _stop(slots: Sequence[Slot]) -> None:
-    """Interrupt every running child once, give it time to record its trial, then make sure it ends."""
+def _stop(slots: Sequence[Slot], signum: int = signal.SIGINT) -> None:
+    """Interrupt every running child once with the signal that ended us (so its trial says which),
+    give it time to record its trial, then make sure it ends."""
     running = [s.process for s in slots if s.process is not None and s.process.poll() is None]
     for process in running:
         with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGINT)
+            process.send_signal(signum)
     deadline = time.monotonic() + INTERRUPT_WAIT
     for process in running:
         try:
