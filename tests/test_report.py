@@ -1110,3 +1110,56 @@ class Chromium:
             self._buffer += chunk
         message, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(message)
+
+
+HOSTILE = [
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(2)>",
+    "[click](javascript:alert(3)) ![pixel](http://evil.example/p.png)",
+    "a | b | **bold** _em_ `code` ~~gone~~ & &amp;",
+]
+
+
+def test_markdown_shows_a_studys_hostile_text_as_text(tmp_path: Path) -> None:
+    """Raw HTML and Markdown in a study's description, levels and cells render as the text they are."""
+    from html.parser import HTMLParser
+
+    from markdown_it import MarkdownIt
+
+    project = resolve_project(home=tmp_path / "home")
+    levels = [f"{text}.npz" for text in HOSTILE[1:]]
+    description = "\n".join([*HOSTILE, "# not a heading", "- not a list", "1. not an item", "    not code"])
+    raw = tiny_study(name="hostile", description=description, factors={"data.path": levels}, repeats=2,
+                     data={"dataset": "mnist", "path": "x.npz", "train_size": 256, "val_size": 64, "test_size": 32})
+    name = make_stored_study(project, raw, [({"data.path": level}, seed, 0.1 + 0.01 * i + 0.001 * seed)
+                                            for i, level in enumerate(levels) for seed in range(2)])
+    text = make_report(name, project, form="md", bootstrap=0).text
+
+    class Tags(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tags: set[str] = set()
+            self.text: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            self.tags.add(tag)
+
+        def handle_data(self, data: str) -> None:
+            self.text.append(data)
+
+    # As permissive as a renderer gets: raw HTML passed through (GitHub would sanitise it; a CI log viewer may not).
+    page = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"]).render(text)
+    parsed = Tags()
+    parsed.feed(page)
+    assert parsed.tags <= {"h1", "h2", "h3", "p", "table", "thead", "tbody", "tr", "th", "td", "code", "ul", "ol", "li",
+                           "pre", "strong", "br"}, parsed.tags - {"h1", "h2", "p"}
+    shown = "".join(parsed.text)
+    for hostile in HOSTILE:  # the description, word for word
+        assert hostile in shown, hostile
+    assert shown.count("# not a heading") == 1 and "- not a list" in shown and "1. not an item" in shown
+    for level in levels:  # in the effects, variants and trials tables: still one cell each
+        assert shown.count(f"data.path={level}") >= 2, level
+    tables = [table.split("</table>")[0] for table in page.split("<table>")[1:]]
+    assert len(tables) >= 3  # effects, variants, trials
+    for table in tables:  # no row widened by a `|` in the study's text
+        assert len({row.count("<td") + row.count("<th") for row in table.split("<tr>")[1:]}) == 1, table

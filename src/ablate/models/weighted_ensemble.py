@@ -14,6 +14,9 @@ from keras import layers
 class WeightedSum(layers.Layer):
     """`sum_i w_i * x_i` over a list of same-shaped inputs, with fixed (non-trainable) weights.
 
+    Only for ensembles saved before `build_ensemble` used Keras' own layers (their `.keras` files
+    name `ablate>WeightedSum`): with ablate imported, they still load. New ensembles do not use it.
+
     Args:
         weights: one non-negative weight per input, summing to one.
     """
@@ -59,7 +62,8 @@ def simplex_coordinates(weights: Sequence[float]) -> list[float]:
 
 
 def build_ensemble(members: Sequence[keras.Model], weights: Sequence[float]) -> keras.Model:
-    """A functional model that calls each member on one input and takes the weighted sum.
+    """A functional model that calls each member on one input and takes the weighted sum
+    (`Rescaling(w_i)` per member, then `Add`: only Keras' own layers).
 
     Each member enters as a copy named `member{i}`: trained models of one family share a name
     (`unet_concat`), and Keras refuses two operations of one name in a model; a copy (not a
@@ -81,7 +85,11 @@ def build_ensemble(members: Sequence[keras.Model], weights: Sequence[float]) -> 
             raise ValueError(f"member {index} has input {member.input_shape} / output {member.output_shape}, expected those of member 0")
     inputs = keras.Input(shape=shape, name="noisy")
     outputs = [_copy(member, f"member{index}")(inputs) for index, member in enumerate(members)]
-    return keras.Model(inputs, WeightedSum(weights, name="weighted_sum")(outputs), name="ensemble")
+    # Keras' own layers only (Rescaling, Add), so the saved file loads where ablate is not installed;
+    # the same numbers as sum(w * x): x * w + 0 per member, added in member order.
+    weighted = [layers.Rescaling(float(w), name=f"weight{index}")(x) for index, (w, x) in enumerate(zip(weights, outputs))]
+    combined = layers.Add(name="weighted_sum")(weighted) if len(weighted) > 1 else weighted[0]
+    return keras.Model(inputs, combined, name="ensemble")
 
 
 def _copy(model: keras.Model, name: str) -> keras.Model:

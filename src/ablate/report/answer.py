@@ -18,6 +18,7 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeGuard
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -33,6 +34,7 @@ from ablate.analysis.effects import (
     paired_difference,
     study_effects,
 )
+from ablate.redaction import strip_credentials
 from ablate.report.collect import ReportInputError, StudyData, weight_study
 from ablate.spec.attributes import WEIGHTS_ATTR
 from ablate.spec.dotted import flatten, set_dotted
@@ -41,6 +43,7 @@ from ablate.spec.levels import Level, cell_key, format_level
 from ablate.spec.loading import parse_override, spec_from_dict
 from ablate.spec.run_config import SECTIONS
 from ablate.spec.study_spec import StudySpec
+from ablate.tracking.reading import run_page_url
 
 BAND_METHOD = "mean over seeds; the band spans the lowest to the highest seed at each epoch"
 DEFAULT_UI = "http://127.0.0.1:5000"
@@ -410,7 +413,7 @@ def _finite(value: float | None) -> TypeGuard[float]:
 
 def _trial_row(row: Any, spec: StudySpec, experiment_id: str | None, ui: str) -> dict[str, Any]:
     r = row.record
-    url = f"{ui}/#/experiments/{experiment_id}/runs/{r.run_id}" if r.run_id and experiment_id else None
+    url = run_page_url(ui, experiment_id, r.run_id) if r.run_id and experiment_id else None
     return {
         "number": r.number,
         "state": r.state,
@@ -439,8 +442,13 @@ def _fixed_settings(spec: StudySpec) -> dict[str, Any]:
 
 
 def _ui_base(ui_url: str | None, tracking_uri: str) -> str:
-    if ui_url:
-        return ui_url.rstrip("/")
-    if tracking_uri.startswith(("http://", "https://")):
-        return tracking_uri.rstrip("/")
-    return DEFAULT_UI
+    """Where the trial links point: `--ui-url`, else the tracking server, else where `ablate ui` serves.
+
+    Never with credentials: a link is followed, so its userinfo and secret query parameters are
+    removed (`strip_credentials`; the report only ever holds the redacted tracking URI, whose
+    masked `user:***@` would break the link), and so is any other query, since the links append
+    the UI's `#/...` route.
+    """
+    base = ui_url or (tracking_uri if tracking_uri.lower().startswith(("http://", "https://")) else DEFAULT_UI)
+    parts = urlsplit(strip_credentials(base))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))

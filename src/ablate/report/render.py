@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -45,13 +46,13 @@ def to_markdown(answer: dict[str, Any]) -> str:
         search = design.get("search", {})
         plan = f"{search.get('sampler', '?')} sampler, {design['trials_planned']} trials planned"
     if len(objectives) > 1:
-        aim = "Objectives: " + ", ".join(f"{o['direction']} final `{o['metric']}`" for o in objectives) + "."
+        aim = "Objectives: " + ", ".join(f"{o['direction']} final {md_code(o['metric'])}" for o in objectives) + "."
     else:
-        aim = f"Objective: {answer['objective']['direction']} final `{metric}`."
+        aim = f"Objective: {answer['objective']['direction']} final {md_code(metric)}."
     lines = [
-        f"# Study `{answer['study']}`",
+        f"# Study {md_code(answer['study'])}",
         "",
-        *([answer["description"], ""] if answer["description"] else []),
+        *([md_block(answer["description"]), ""] if answer["description"] else []),
         (
             f"{aim} Design: {design['kind']}, {plan}; {counts['complete']} complete, {counts['fail']} failed, "
             f"{counts['pruned']} pruned."
@@ -70,20 +71,20 @@ def to_markdown(answer: dict[str, Any]) -> str:
         for e in answer["effects"]:
             d = e["difference"]
             lines.append(
-                f"| `{e['factor']}` | {format_level(e['level'])} - {format_level(e['baseline'])} | {fmt(d['mean'])} | "
-                f"{fmt_ci(d['ci95'])} | {d['n']} | {fmt_p(e['p_value'])} | {fmt_p(e['p_holm'])} | "
-                f"{fmt_p(e['wilcoxon_p'])} | {e['verdict']} |"
+                f"| {md_code(e['factor'], table=True)} | {md(format_level(e['level']))} - {md(format_level(e['baseline']))} | "
+                f"{fmt(d['mean'])} | {fmt_ci(d['ci95'])} | {d['n']} | {fmt_p(e['p_value'])} | {fmt_p(e['p_holm'])} | "
+                f"{fmt_p(e['wilcoxon_p'])} | {md(e['verdict'])} |"
             )
-        lines += [""] + [f"- `{e['factor']}` {format_level(e['level'])}: {e['note']}." for e in answer["effects"]]
+        lines += [""] + [f"- {md_code(e['factor'])} {md(format_level(e['level']))}: {md(e['note'])}." for e in answer["effects"]]
         lines += picture_lines(answer, "effects", "paired differences with their intervals")
     else:
         lines.append("No factor has two levels: there is nothing to compare.")
     if design.get("enumerated", True):
         lines += ["", f"Intervals: {answer['methods']['ci']}. Tests: {answer['methods']['test']}. {baselines_sentence(answer)}", ""]
-        lines += ["## Variants", "", f"| cell | mean {metric} | 95% CI | n |", "| --- | ---: | ---: | ---: |"]
+        lines += ["## Variants", "", f"| cell | mean {md(metric)} | 95% CI | n |", "| --- | ---: | ---: | ---: |"]
         for cell in answer["cells"]:
             est = cell["estimate"]
-            lines.append(f"| {cell['cell']} | {fmt(est['mean'])} | {fmt_ci(est['ci95'])} | {est['n']} |")
+            lines.append(f"| {md(cell['cell'])} | {fmt(est['mean'])} | {fmt_ci(est['ci95'])} | {est['n']} |")
     lines += ["", *curves_markdown(answer)]
     for name, section_lines in (("diffusion", diffusion_markdown), ("ensemble", ensemble_markdown)):
         if answer.get(name):
@@ -99,51 +100,107 @@ def to_markdown(answer: dict[str, Any]) -> str:
     lines += picture_lines(answer, "importances", "importances with their bootstrap ranges")
     pareto = answer.get("pareto")
     if pareto:
-        names = [o["metric"] for o in pareto["objectives"]]
+        names = [md(o["metric"]) for o in pareto["objectives"]]
         lines += ["", "## Pareto front", "",
                   (f"{len(pareto['front'])} non-dominated of {pareto['complete']} complete trials (no other trial is at "
                    "least as good on every objective and better on one; Optuna's `study.best_trials`)."), "",
                   "| # | " + " | ".join(f"{n} ({'min' if o['direction'] == 'minimize' else 'max'})" for n, o in zip(names, pareto["objectives"]))
                   + " | params |", "| ---: | " + " | ".join("---:" for _ in names) + " | --- |"]
         for t in pareto["front"]:
-            lines.append(f"| {t['number']} | " + " | ".join(fmt_objective(v) for v in t["values"]) + f" | {t['cell']} |")
+            lines.append(f"| {t['number']} | " + " | ".join(fmt_objective(v) for v in t["values"]) + f" | {md(t['cell'])} |")
         lines += picture_lines(answer, "pareto", "every complete trial on the first two objectives, the front joined")
     best = answer["best"]
     lines += ["", "## Best configuration", ""]
     if best:
         label = f"trial {best['trial']}, " if best.get("trial") is not None else ""
         est = best["estimate"]
-        lines.append(f"`{best['cell']}` ({label}mean {metric} {fmt(est['mean'])} {fmt_ci(est['ci95'])} over {est['n']} seed(s)).")
+        lines.append(f"{md_code(best['cell'])} ({label}mean {md(metric)} {fmt(est['mean'])} {fmt_ci(est['ci95'])} over {est['n']} seed(s)).")
         runner = best["runner_up"]
         if runner and "difference" in runner:
             diff = runner["difference"]
             lines.append(
-                f"Against the runner-up `{runner['cell']}`: paired difference {fmt(diff['mean'])} "
+                f"Against the runner-up {md_code(runner['cell'])}: paired difference {fmt(diff['mean'])} "
                 f"{fmt_ci(diff['ci95'])} over {diff['n']} seed(s)."
             )
         elif runner:
-            lines.append(f"Runner-up: {runner['cell']} with {metric} {fmt(runner['value'])}.")
+            lines.append(f"Runner-up: {md(runner['cell'])} with {md(metric)} {fmt(runner['value'])}.")
         if best.get("weights"):
             lines.append("Weights: " + ", ".join(f"{w:.4f}" for w in best["weights"]) + ".")
         if best.get("note"):
-            lines.append(f"Note: {best['note']}.")
+            lines.append(f"Note: {md(best['note'])}.")
         if best.get("study_file"):
-            lines += ["", f"Save as `{best['file_name']}` and retrain with `{best['command']}`:", "", "```yaml",
-                      best["study_file"].rstrip(), "```"]
+            fence = md_fence(best["study_file"])
+            lines += ["", f"Save as {md_code(best['file_name'])} and retrain with {md_code(best['command'])}:", "",
+                      f"{fence}yaml", best["study_file"].rstrip(), fence]
     elif pareto:
         lines.append("Several objectives: no single best; each trial on the Pareto front above is a best trade-off.")
     else:
         lines.append("No complete trial yet.")
     heads = [o["metric"] for o in objectives]
-    lines += ["", "## Trials", "", f"| # | cell | seed | state | {' | '.join(heads)} | duration | MLflow run |",
+    lines += ["", "## Trials", "", f"| # | cell | seed | state | {' | '.join(md(h) for h in heads)} | duration | MLflow run |",
               "| ---: | --- | ---: | --- | " + " | ".join("---:" for _ in heads) + " | ---: | --- |"]
     for t in answer["trials"]:
-        link = f"[{t['run_id'][:8]}]({t['run_url']})" if t["run_url"] else (t["run_id"] or "")
+        link = f"[{md(t['run_id'][:8])}]({md_url(t['run_url'])})" if t["run_url"] else md(t["run_id"] or "")
         values = " | ".join(fmt(v) for v in trial_values(t, len(heads)))
         lines.append(
-            f"| {t['number']} | {t['cell']} | {t['seed']} | {t['state']} | {values} | {fmt_duration(t['duration_s'])} | {link} |"
+            f"| {t['number']} | {md(t['cell'])} | {t['seed']} | {t['state']} | {values} | {fmt_duration(t['duration_s'])} | {link} |"
         )
     return "\n".join(lines) + "\n"
+
+
+# Markdown's inline syntax, escaped wherever a study's own text lands (its name, description, factor
+# names, levels, cells, labels, notes): `\\` `` ` `` `*` `[` `]` `|` (table cells) `~` (strikethrough),
+# and `_` where it could open or close emphasis (GFM never emphasises inside a word: `learning_rate`
+# stays as it is). HTML's `<`, `>` and `&` become entities, so `<script>` or `<img onerror=...>` in a
+# study's description shows as text wherever the Markdown is rendered.
+_MD_ACTIVE = re.compile(r"[\\`*\[\]|~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+_MD_BLOCK_START = re.compile(r"^(?:[#+=-]|\d+(?=[.)]))")  # a heading, list item, setext line, ordered item
+
+
+def md(text: Any) -> str:
+    """Study-provided text for one line of Markdown (a cell, a heading, a sentence): inert, newlines as spaces."""
+    plain = " ".join(str(text).split("\n"))
+    plain = plain.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_ACTIVE.sub(lambda match: "\\" + match.group(0), plain)
+
+
+def md_block(text: str) -> str:
+    """Study-provided text of several lines (the description): each line inert, as in `md`, and none
+    starting a block (a heading, a list, a quote, indented code); blank lines still separate paragraphs."""
+    lines = []
+    for raw in text.splitlines():
+        line = md(raw.strip())
+        start = _MD_BLOCK_START.match(line)
+        if start is not None:  # `\\#`, `\\-`, ...; an ordered item's digits keep their place: `1\\.`
+            cut = start.end() if start.group(0).isdigit() else 0
+            line = f"{line[:cut]}\\{line[cut:]}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def md_code(text: Any, *, table: bool = False) -> str:
+    """Text as a code span: shown as it is (HTML too), with a fence of more backticks than it holds.
+
+    In a table cell (`table=True`) a `|` would still end the cell, so it is escaped there (GFM
+    reads `\\|` as `|` even inside a code span).
+    """
+    plain = " ".join(str(text).split("\n"))
+    longest = max((len(run) for run in re.findall(r"`+", plain)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if plain.startswith("`") or plain.endswith("`") else ""
+    if table:
+        plain = plain.replace("|", "\\|")
+    return f"{fence}{pad}{plain}{pad}{fence}"
+
+
+def md_fence(text: str) -> str:
+    """A code block's fence that no line of `text` can close: more backticks than its longest run, at least 3."""
+    return "`" * max(3, max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+
+
+def md_url(url: str) -> str:
+    """A link's destination that no character of it can end early: spaces, parentheses, brackets and `|` %-escaped."""
+    return re.sub(r"[\s()<>|\[\]\\]", lambda match: f"%{ord(match.group(0)):02X}", url)
 
 
 def picture_lines(answer: dict[str, Any], name: str, alt: str) -> list[str]:
@@ -177,14 +234,14 @@ def curves_markdown(answer: dict[str, Any]) -> list[str]:
         absent = answer.get("curves_absent")
         return [*lines, f"No learning curves: {absent}." if absent else "No complete run has logged curves yet."]
     metrics = list(curve_styles(answer))
-    lines += ["Final epoch, mean over seeds:", "", f"| cell | epoch | {' | '.join(metrics)} | seeds |",
+    lines += ["Final epoch, mean over seeds:", "", f"| cell | epoch | {' | '.join(md(m) for m in metrics)} | seeds |",
               "| --- | ---: | " + " | ".join("---:" for _ in metrics) + " | ---: |"]
     for row in rows:
         values = " | ".join(fmt(row["values"].get(m)) for m in metrics)
-        lines.append(f"| {row['cell']} | {row['epoch']} | {values} | {row['seeds']} |")
+        lines.append(f"| {md(row['cell'])} | {row['epoch']} | {values} | {row['seeds']} |")
     shown = answer.get("shown_cells") or {}
     if shown and shown["shown"] < shown["of"]:
-        lines += ["", f"The best {shown['shown']} of {shown['of']} variants (by mean {answer['objective']['metric']}) are shown."]
+        lines += ["", f"The best {shown['shown']} of {shown['of']} variants (by mean {md(answer['objective']['metric'])}) are shown."]
     link = picture_lines(answer, "learning_curves", "learning curves: mean over seeds with a band from the lowest to the highest seed")
     if link:
         lines += [*link, "", f"{sentence(answer['methods']['band'])}. {sentence(curves_note(answer))}."]
@@ -206,7 +263,7 @@ def reconstructions_markdown(answer: dict[str, Any]) -> list[str]:
     if "reconstructions" in (answer.get("pictures") or {}):  # looked for, but no run had a reconstructions/final.png
         return [*lines, "No reconstruction picture found in MLflow (reconstructions/final.png)."]
     lines.append("Each variant's median-seed run (`--format md --out DIR` writes `reconstructions.png` beside the Markdown):")
-    lines += [""] + [f"- {cell}: trial {run['trial']}, seed {run['seed']} (median of {run['of']}), MLflow run {run['run_id']}"
+    lines += [""] + [f"- {md(cell)}: trial {run['trial']}, seed {run['seed']} (median of {run['of']}), MLflow run {md(run['run_id'])}"
                      for cell, run in runs.items()]
     return lines
 
@@ -214,13 +271,13 @@ def reconstructions_markdown(answer: dict[str, Any]) -> list[str]:
 def importances_markdown(imp: dict[str, Any]) -> list[str]:
     """The importances section's Markdown lines: one table per objective, both evaluators side by side."""
     if not imp.get("computed"):
-        return [f"Not computed: {imp['reason']}."]
+        return [f"Not computed: {md(imp['reason'])}."]
     lines: list[str] = []
     evaluators = imp["evaluators"]
     several = len(imp["objectives"]) > 1
     for objective in imp["objectives"]:
         if several:
-            lines += [f"### {objective['direction']} `{objective['metric']}`", ""]
+            lines += [f"### {objective['direction']} {md_code(objective['metric'])}", ""]
         rows = importance_rows({"importances": imp}, objective)
         if rows:
             lines += ["| factor | " + " | ".join(f"{LABELS[e]} | range" for e in evaluators) + " |",
@@ -230,13 +287,13 @@ def importances_markdown(imp: dict[str, Any]) -> list[str]:
             for e in evaluators:
                 r = row.get(e)
                 cells.append(f"{r['importance']:.3f} | {fmt_ci(r['range'], 3)}" if r else "- | -")
-            lines.append(f"| `{row['factor']}` | " + " | ".join(cells) + " |")
+            lines.append(f"| {md_code(row['factor'], table=True)} | " + " | ".join(cells) + " |")
         for e in evaluators:
             if not objective[e].get("computed"):
-                lines.append(f"\n{LABELS[e]} not computed: {objective[e]['reason']}.")
+                lines.append(f"\n{LABELS[e]} not computed: {md(objective[e]['reason'])}.")
         lines.append("")
     lines += [f"- {LABELS[e]}: {imp['methods'][e]}." for e in evaluators]
-    lines += [f"- {note}." for note in imp["notes"]]
+    lines += [f"- {md(note)}." for note in imp["notes"]]
     lines.append(f"- {imp['trials']} complete trials, {imp['resamples']} resamples.")
     return lines
 
@@ -264,17 +321,17 @@ def diffusion_markdown(section: dict[str, Any]) -> list[str]:
     if not section["variants"]:
         return [*lines, "No complete run to show yet."]
     for variant in section["variants"]:
-        lines += [f"### {variant['cell']}", "", (f"{diffusion_caption(variant, section['metric'])}. "
-                  f"{diffusion_settings(variant['settings'])}."), "", "| reverse chain (x_T ... x_0, clean) | samples from noise |",
+        lines += [f"### {md(variant['cell'])}", "", (f"{md(diffusion_caption(variant, section['metric']))}. "
+                  f"{md(diffusion_settings(variant['settings']))}."), "", "| reverse chain (x_T ... x_0, clean) | samples from noise |",
                   "| --- | --- |"]
         cells = []
         for name, image in variant["images"].items():
             if image["file"]:
-                cells.append(f"![{name} of {variant['cell']}]({image['file']})")
+                cells.append(f"![{md(name)} of {md(variant['cell'])}]({md_url(image['file'])})")
             elif image["found"]:
-                cells.append(f"`{image['uri']}`")
+                cells.append(md_code(image["uri"], table=True))
             else:
-                cells.append(f"no {image['artifact']} in run {variant['run_id']}")
+                cells.append(f"no {md(image['artifact'])} in run {md(variant['run_id'])}")
         lines += ["| " + " | ".join(cells) + " |", ""]
     if any(image["found"] and not image["file"] for v in section["variants"] for image in v["images"].values()):
         lines.append("Pictures named by MLflow artifact URI: `ablate report NAME --format md --out DIR` copies them into DIR.")
@@ -284,34 +341,34 @@ def diffusion_markdown(section: dict[str, Any]) -> list[str]:
 def ensemble_intro(section: dict[str, Any]) -> str:
     """Where the ensemble's members and weights come from."""
     if section["source"] == "study":
-        return (f"A weight study: the members are the {section['members']} best trials of study `{section['study']}` "
+        return (f"A weight study: the members are the {section['members']} best trials of study {md_code(section['study'])} "
                 "(their saved models); the weights were searched on the validation split and every score below is from "
-                f"`{section['artifact']}` on the study's MLflow parent run.")
+                f"{md_code(section['artifact'])} on the study's MLflow parent run.")
     members = f"{section['members']} member(s)" if section["members"] else "its ensemble.members members"
     return (f"Each trial trains {members} (seeds seed .. seed + members - 1) and searches their weights on the "
-            f"validation split; per variant, `{section['artifact']}` of its median-seed run.")
+            f"validation split; per variant, {md_code(section['artifact'])} of its median-seed run.")
 
 
 def ensemble_markdown(section: dict[str, Any]) -> list[str]:
     """The ensemble section's Markdown lines: per variant, the weights and every score on validation and test."""
     lines = ["## Ensemble: weights, members vs uniform vs searched", "", ensemble_intro(section), ""]
     if not section["variants"]:
-        lines.append(f"No `{section['artifact']}` found in MLflow" + (f" ({', '.join(section['missing'])})" if section["missing"] else "") + ".")
+        lines.append(f"No {md_code(section['artifact'])} found in MLflow" + (f" ({', '.join(md(m) for m in section['missing'])})" if section["missing"] else "") + ".")
         return lines
     for variant in section["variants"]:
-        lines += [f"### {variant['cell']}", "",
+        lines += [f"### {md(variant['cell'])}", "",
                   "| | what | weight | val_loss | val_mse | test_loss | test_mse |",
                   "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
         for row in variant["rows"]:
-            name = f"**{row['name']}**" if row["kind"] == "best" else row["name"] + (" (best member)" if row["chosen"] else "")
+            name = f"**{md(row['name'])}**" if row["kind"] == "best" else md(row["name"]) + (" (best member)" if row["chosen"] else "")
             weight = fmt(row["weight"]) if row["weight"] is not None else ""
-            lines.append(f"| {name} | {row['label']} | {weight} | " + " | ".join(fmt(row[k]) for k in ("val_loss", "val_mse", "test_loss", "test_mse")) + " |")
+            lines.append(f"| {name} | {md(row['label'])} | {weight} | " + " | ".join(fmt(row[k]) for k in ("val_loss", "val_mse", "test_loss", "test_mse")) + " |")
         search = variant["search"]
-        lines += ["", (f"Loss: {variant['loss']}; searched on {variant['searched_on']} with {search.get('sampler')} over "
-                       f"{search.get('trials')} weight vectors; the weights sum to {variant['weights_sum']:.6f}. "
-                       f"{sentence(variant['summary'])}."), ""]
+        lines += ["", (f"Loss: {md(variant['loss'])}; searched on {md(variant['searched_on'])} with {md(search.get('sampler'))} "
+                       f"over {search.get('trials')} weight vectors; the weights sum to {variant['weights_sum']:.6f}. "
+                       f"{md(sentence(variant['summary']))}."), ""]
     if section["missing"]:
-        lines.append(f"No `{section['artifact']}` for: {', '.join(section['missing'])}.")
+        lines.append(f"No {md_code(section['artifact'])} for: {', '.join(md(m) for m in section['missing'])}.")
     return lines
 
 
@@ -333,7 +390,7 @@ def baselines_sentence(answer: dict[str, Any]) -> str:
     """Which level each factor is compared against, and why."""
     design = answer["design"]
     chosen = set(design.get("baseline_chosen", []))
-    parts = [f"`{f}={format_level(level)}`" + (" (--baseline)" if f in chosen else "") for f, level in design["baseline"].items()]
+    parts = [md_code(f"{f}={format_level(level)}") + (" (--baseline)" if f in chosen else "") for f, level in design["baseline"].items()]
     if not parts:
         return ""
     default = "the study's baseline" if design["kind"] == "one-at-a-time" else "each factor's first level in the study file"

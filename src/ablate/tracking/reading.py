@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +131,45 @@ def metric_histories(project: Project, run_ids: list[str], metrics: list[str]) -
         }
         for run_id in run_ids
     }
+
+
+# Where the MLflow 3 UI shows an experiment's runs table (its route `/experiments/:experimentId/runs`).
+# `workflowType=machine_learning` picks the UI's model-training layout over the GenAI one it defaults
+# to (remembered per browser), whose experiment page opens on the GenAI overview or the traces.
+RUNS_VIEW = "#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+RUN_PAGE = "#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def runs_view_url(ui: str, experiment_id: str) -> str:
+    """The UI's table of an experiment's runs, under the UI's address `ui` (`http://127.0.0.1:5000`)."""
+    return f"{ui.rstrip('/')}/{RUNS_VIEW.format(experiment_id=experiment_id)}"
+
+
+def run_page_url(ui: str, experiment_id: str, run_id: str) -> str:
+    """The UI's page of one run."""
+    return f"{ui.rstrip('/')}/{RUN_PAGE.format(experiment_id=experiment_id, run_id=run_id)}"
+
+
+def study_experiment_id(project: Project, study: str) -> str | None:
+    """The id of the MLflow experiment that holds a study's runs, looked up in the project's tracking store.
+
+    The experiment of the study's parent run (tags `ablate.role=study`, `ablate.study=NAME`), which
+    `tracking.experiment` may have named otherwise; else the experiment named like the study (a
+    study whose parent run is gone); None when the store has neither.
+    """
+    client = mlflow_client(project)
+    experiments = list(retry_tracking(lambda: client.search_experiments(), what="list the experiments"))
+    ids = [e.experiment_id for e in experiments]
+    plain = re.fullmatch(r"[A-Za-z0-9._-]+", study) is not None  # a study's name never needs quoting (NAME_PATTERN)
+    for start in range(0, len(ids) if plain else 0, 100):  # search_runs takes a bounded list of experiments
+        search = partial(
+            client.search_runs,
+            ids[start : start + 100],
+            filter_string=f"tags.`ablate.role` = 'study' and tags.`ablate.study` = '{study}'",
+            max_results=1,
+        )
+        found = retry_tracking(search, what="find the study's parent run")
+        if found:
+            return str(found[0].info.experiment_id)
+    named = next((e for e in experiments if e.name == study), None)
+    return str(named.experiment_id) if named is not None else None

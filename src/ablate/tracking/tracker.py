@@ -20,6 +20,9 @@ from ablate.tracking.retry import retry_tracking
 from ablate.tracking.trial_run import MAX_BATCH, MAX_TAG, TrialRun
 
 PARENT_TAG = "ablate.role"
+# What the MLflow 3 UI opens an experiment on: its runs, not the GenAI overview it guesses for an
+# experiment without this tag (the tag is the UI's own; MLflow's Python API has no name for it).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 class Tracker:
@@ -42,7 +45,7 @@ class Tracker:
             return experiment.experiment_id
         location = f"{self._artifact_root}/{name}" if self._artifact_root else None
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
         except MlflowException as error:
             # Another worker created it first: use theirs.
             found = retry_tracking(lambda: self.client.get_experiment_by_name(name), what="find the experiment")

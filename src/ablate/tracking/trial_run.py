@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import platform
 import queue
 import shutil
 import tempfile
@@ -19,7 +20,9 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from mlflow.entities import Metric, Param, RunTag
@@ -29,12 +32,16 @@ from ablate.redaction import scrub
 from ablate.spec.levels import format_level
 from ablate.tracking.retry import retry_tracking
 
+if TYPE_CHECKING:
+    from ablate.training.family import SavedModel  # a plain dataclass: only the type is needed here
+
 log = logging.getLogger(__name__)
 SYNC_ENV = "ABLATE_TRACKING_SYNC"  # 1: trial runs write before each call returns (no background writer)
 MAX_BATCH = 1000  # entries per log_batch call
 RunOutcome = Literal["complete", "failed", "pruned", "interrupted"]  # how a trial run ends (not Optuna's TrialState)
 MLFLOW_STATUS = {"complete": "FINISHED", "failed": "FAILED", "pruned": "FINISHED", "interrupted": "KILLED"}
 MAX_TAG = 5000
+MODEL_FOLDER = "model"  # the run's MLflow model (runs:/RUN/model), around its model.keras
 
 
 class TrialRun:
@@ -88,10 +95,7 @@ class TrialRun:
             return
         folder = tempfile.mkdtemp(prefix="ablate-artifact-")
         copy = os.path.join(folder, os.path.basename(local_path))
-        try:
-            os.link(local_path, copy)
-        except OSError:
-            shutil.copy2(local_path, copy)
+        _link_or_copy(local_path, copy)
         self._writer.put(
             _Call(
                 lambda: self.client.log_artifact(self.run_id, copy, artifact_path),
@@ -99,6 +103,31 @@ class TrialRun:
                 cleanup=lambda: shutil.rmtree(folder, ignore_errors=True),
             )
         )
+
+    def log_model(self, saved: SavedModel) -> None:
+        """The trained model as the run's MLflow model: `model/` holds `model.keras` (the file the
+        caller saved, which plain Keras loads) and, beside it, what makes the folder an MLflow model
+        of MLflow's Keras flavour (`MLmodel`, `requirements.txt`, `conda.yaml`, `python_env.yaml`).
+
+        So `mlflow.pyfunc.load_model("runs:/RUN/model")` and `mlflow.keras.load_model` load it and
+        `mlflow.register_model("runs:/RUN/model", NAME)` registers it, while `model/model.keras`
+        stays where ablate's readers (and older runs) have it. One upload, in the background when
+        deferred; the caller may delete its file as soon as this returns.
+        """
+        folder = tempfile.mkdtemp(prefix="ablate-model-")
+        try:
+            write_mlflow_model(saved, folder, run_id=self.run_id)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        upload = partial(self.client.log_artifacts, self.run_id, folder, MODEL_FOLDER)
+        if self._writer is None:
+            try:
+                retry_tracking(upload, what=f"{MODEL_FOLDER}/")
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+            return
+        self._writer.put(_Call(upload, f"{MODEL_FOLDER}/", cleanup=partial(shutil.rmtree, folder, ignore_errors=True)))
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         """Tags, values cut to MLflow's limit."""
@@ -300,6 +329,72 @@ class _Writer:
         with self._lock:
             if self._error is None:
                 self._error = error
+
+
+def write_mlflow_model(saved: SavedModel, folder: str, *, run_id: str | None = None) -> None:
+    """An MLflow model of MLflow's Keras flavour in `folder`, around a link to (or copy of) `saved.path`.
+
+    The layout is what `mlflow.keras` loads: `model.keras`, and an `MLmodel` whose `keras` flavour
+    names it (`data: model`, which the flavour's loader reads as `model.keras`) and whose
+    `python_function` flavour makes it a pyfunc model, with the signature of its inputs; the
+    environment files pin MLflow, Keras and its backend (never ablate: the file needs none of it).
+
+    Written here rather than by `mlflow.keras.save_model`, which saves the model itself (ablate has
+    saved it already, and the same file is the run's `model/model.keras`) and checks the
+    requirements against every installed distribution: 1.4 s the first time in each process, and a
+    forked worker (`ablate.runtime.forks`) runs one trial per process.
+    """
+    import keras  # loaded already wherever a model is logged
+    import mlflow
+    import yaml
+    from mlflow import pyfunc
+    from mlflow.models import Model, ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    root = Path(folder)
+    _link_or_copy(saved.path, str(root / "model.keras"))
+    requirements = [f"mlflow=={mlflow.__version__}", *saved.requirements]
+    python = platform.python_version()
+    (root / "requirements.txt").write_text("\n".join(requirements) + "\n")
+    build = [f"{name}=={version}" for name in ("pip", "setuptools", "wheel") if (version := _version(name))]
+    python_env = {"python": python, "build_dependencies": build, "dependencies": ["-r requirements.txt"]}
+    (root / "python_env.yaml").write_text(yaml.safe_dump(python_env, sort_keys=False))
+    conda = {"channels": ["conda-forge"], "dependencies": [f"python={python}", "pip", {"pip": requirements}], "name": "mlflow-env"}
+    (root / "conda.yaml").write_text(yaml.safe_dump(conda, sort_keys=False))
+
+    float32 = np.dtype("float32")
+
+    def batch(shape: tuple[int | None, ...]) -> tuple[int, ...]:
+        return (-1, *(-1 if size is None else size for size in shape))
+
+    # One input unnamed: pyfunc hands the model the array itself, as Keras expects it; several by
+    # name: pyfunc takes a dict of arrays, and Keras matches them to its inputs by name.
+    named = len(saved.inputs) > 1
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(float32, batch(shape), name if named else None) for name, shape in saved.inputs]),
+        outputs=Schema([TensorSpec(float32, batch(saved.output))]),
+    )
+    model = Model(artifact_path=MODEL_FOLDER, run_id=run_id, signature=signature)
+    model.add_flavor("keras", data="model", keras_version=keras.__version__, keras_backend=keras.backend.backend(),
+                     save_exported_model=False)
+    pyfunc.add_to_model(model, loader_module="mlflow.keras", conda_env="conda.yaml", python_env="python_env.yaml")
+    model.model_size_bytes = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    model.save(str(root / "MLmodel"))
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """A hard link where the file system allows (the caller may delete `source` at once), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def part_call(client: MlflowClient, run_id: str, part: _Batch) -> None:

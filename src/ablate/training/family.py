@@ -22,6 +22,23 @@ if TYPE_CHECKING:
 from ablate.spec.study_spec import TrackingSpec
 
 
+@dataclass(frozen=True)
+class SavedModel:
+    """A trained model saved as a `.keras` file that plain Keras loads, and what serving it needs.
+
+    Attributes:
+        path: the `.keras` file (the caller may delete it once `TrialLog.log_model` returns).
+        inputs: each input's name and shape without the batch axis (`("noisy", (28, 28, 1))`).
+        output: the output's shape without the batch axis.
+        requirements: pip requirements that load it: Keras and its backend, pinned (never ablate).
+    """
+
+    path: str
+    inputs: tuple[tuple[str, tuple[int | None, ...]], ...]
+    output: tuple[int | None, ...]
+    requirements: tuple[str, ...]
+
+
 class TrialLog(Protocol):
     """Where a trial's metrics, images and files go (an MLflow run in practice)."""
 
@@ -29,6 +46,7 @@ class TrialLog(Protocol):
     def log_image(self, image: np.ndarray, artifact_file: str) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
     def log_file(self, local_path: str, artifact_path: str | None = None) -> None: ...
+    def log_model(self, saved: SavedModel) -> None: ...
 
 
 class TrialProgress(Protocol):

@@ -94,6 +94,35 @@ def compile_model(model: keras.Model, cfg: TrainConfig) -> None:
     )
 
 
+def portable_compile_config(model: keras.Model) -> dict[str, Any]:
+    """The model's compile config with only Keras' own objects in it, for the saved `.keras` file.
+
+    Keras resolves every object of a file's compile config when it loads the file, and ablate's
+    `psnr` (`ablate>psnr`) exists only where ablate is imported. So the file keeps the optimizer
+    (and its state), the loss and Keras' metrics (`mse`), and leaves ablate's out; were anything
+    else of ablate's left, the config is empty and the file loads uncompiled.
+    """
+    config = dict(model.get_compile_config() or {})
+    for key in ("metrics", "weighted_metrics"):
+        metrics = config.get(key)
+        if isinstance(metrics, list):
+            config[key] = [m for m in metrics if not _names_ablate(m)]
+        elif isinstance(metrics, dict):  # one list per output
+            config[key] = {name: [m for m in ms if not _names_ablate(m)] for name, ms in metrics.items()}
+    return {} if _names_ablate(config) else config
+
+
+def _names_ablate(serialized: Any) -> bool:
+    """Whether a serialized Keras object refers to one of ablate's (a registered name `ablate>...`)."""
+    if isinstance(serialized, str):
+        return serialized == "ablate" or serialized.startswith(("ablate>", "ablate."))
+    if isinstance(serialized, dict):
+        return any(_names_ablate(value) for value in serialized.values())
+    if isinstance(serialized, (list, tuple)):
+        return any(_names_ablate(value) for value in serialized)
+    return False
+
+
 def fit(
     model: keras.Model,
     *,

@@ -7,16 +7,19 @@ hook), so a finished trial can be retrained from its logged params alone with th
 
 from __future__ import annotations
 
+import functools
 import gc
 import io
 import os
 import tempfile
+from importlib import metadata
 
 import keras
 
 from ablate.spec.run_config import RunConfig
 from ablate.spec.study_spec import TrackingSpec
-from ablate.training.family import Family, Report, TrialContext, TrialLog, TrialProgress, TrialResult
+from ablate.training.family import Family, Report, SavedModel, TrialContext, TrialLog, TrialProgress, TrialResult
+from ablate.training.fit import portable_compile_config
 
 
 def train_trial(
@@ -76,10 +79,58 @@ def model_summary(model: object) -> str:
 
 
 def log_model(model: object, log: TrialLog, tracking: TrackingSpec) -> None:
-    """Save the trained model as `model/model.keras` in the run (ensembles load members from it)."""
+    """Save the trained model and log it as `model/model.keras` in the run (ensembles load members
+    from it), in a `model/` folder that is also an MLflow model (`mlflow.pyfunc.load_model("runs:/RUN/model")`).
+
+    The file loads with plain `keras.saving.load_model` where ablate is not installed: its layers
+    are Keras' own, and its compile config holds only Keras' objects (`portable_compile_config`).
+    Nothing is saved with `tracking.save_model: false`.
+    """
     if not tracking.save_model:
         return
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "model.keras")
+        save_portable(model, path)
+        log.log_model(
+            SavedModel(
+                path=path,
+                inputs=tuple((t.name, tuple(t.shape[1:])) for t in model.inputs),  # type: ignore[attr-defined]
+                output=tuple(model.outputs[0].shape[1:]),  # type: ignore[attr-defined]
+                requirements=model_requirements(),
+            )
+        )
+
+
+def save_portable(model: object, path: str) -> None:
+    """`model.save(path)`, with the compile config that plain Keras can load (`portable_compile_config`).
+
+    Keras' saving asks the model for `get_compile_config()` (the method Keras documents for a
+    custom compile config); for this one save it answers with the portable config, and the model
+    is left as it was.
+    """
+    config = portable_compile_config(model) if getattr(model, "compiled", False) else None
+    if config is None:
         model.save(path)  # type: ignore[attr-defined]
-        log.log_file(path, "model")
+        return
+    setattr(model, "get_compile_config", lambda: config)  # noqa: B010 - an instance attribute, removed below
+    try:
+        model.save(path)  # type: ignore[attr-defined]
+    finally:
+        delattr(model, "get_compile_config")
+
+
+# The pip package of each Keras backend (TensorFlow's CPU-only wheel has its own name).
+BACKEND_PACKAGES = {"tensorflow": ("tensorflow", "tensorflow-cpu"), "jax": ("jax",), "torch": ("torch",)}
+
+
+@functools.cache
+def model_requirements() -> tuple[str, ...]:
+    """What loads a saved model: Keras and its backend, pinned to the versions that saved it."""
+    found = [f"keras=={metadata.version('keras')}"]
+    for package in BACKEND_PACKAGES.get(keras.backend.backend(), ()):
+        try:
+            found.append(f"{package}=={metadata.version(package)}")
+            break
+        except metadata.PackageNotFoundError:
+            continue
+    return tuple(found)
