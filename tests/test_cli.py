@@ -67,9 +67,11 @@ def test_bad_file_is_refused_before_anything_is_created(tmp_path: Path, write_st
 
 def test_missing_dataset_file_is_a_clear_error(tmp_path: Path, write_study) -> None:
     path = write_study(tiny_study(data={"dataset": "mnist", "path": str(tmp_path / "nope.npz")}))
-    result = ablate("run", str(path), cwd=tmp_path)
-    assert result.returncode == 1
-    assert "nope.npz: no such file" in result.stderr and "Traceback" not in result.stderr
+    for command in ("validate", "run"):  # bad input, refused before anything exists
+        result = ablate(command, str(path), cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert "nope.npz: no such file" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / ".ablate").exists()
 
 
 @pytest.mark.slow

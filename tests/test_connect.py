@@ -56,3 +56,56 @@ def test_a_bad_connect_budget_is_refused_by_name(value: str, monkeypatch: pytest
     monkeypatch.setenv("ABLATE_CONNECT_SECONDS", value)
     with pytest.raises(AblateError, match=r"\$ABLATE_CONNECT_SECONDS must be"):
         open_storage("sqlite:///:memory:", heartbeat=None, grace=None)
+
+
+def _silent_port() -> tuple[object, int]:
+    """A listening socket that never answers (accepts into its backlog, reads nothing): a hung server."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    return server, server.getsockname()[1]
+
+
+UNREACHABLE_TRACKING = [
+    "http://127.0.0.1:1",  # refused
+    "http://mlflow-user:s3cr3t@127.0.0.1:1/?token=s3cr3t",  # refused, with credentials in two places
+    "https://s3cr3t@no-such-host.invalid:5000",  # a name that does not resolve
+    "postgresql://mlflow:s3cr3t@127.0.0.1:1/mlflow",  # a database store: nothing listens
+    "postgresql+psycopg2://postgres@127.0.0.1:5432/ablate_no_such_database",  # the server is up, the db is not
+    "silent",  # a server that accepts and never answers
+]
+
+
+@pytest.mark.parametrize("uri", UNREACHABLE_TRACKING)
+def test_a_tracking_store_that_cannot_be_reached_fails_in_seconds_with_nothing_made(
+    uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ablate.cli.main import main
+
+    server = None
+    if uri == "silent":
+        server, port = _silent_port()
+        uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("ABLATE_CONNECT_SECONDS", "2")
+    monkeypatch.delenv("http_proxy", raising=False)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(tiny_study(name="no-tracking")))
+    storage = tmp_path / "optuna.db"
+    started = time.monotonic()
+    for command in ("run", "submit"):
+        code = main([command, str(path), "--home", str(tmp_path / "home"), "--tracking-uri", uri,
+                     "--storage", f"sqlite:///{storage}"])
+        err = capsys.readouterr().err
+        assert code == 1, err
+        assert "cannot reach the MLflow tracking store" in err and "Traceback" not in err, err
+        assert "s3cr3t" not in err and len(err.strip().splitlines()) == 1
+    assert time.monotonic() - started < 40  # seconds, not MLflow's minutes of retries
+    assert not (tmp_path / "home").exists()  # no project folder, no lock folder
+    if storage.exists():  # submit opened the storage first; no study was created in it
+        import optuna
+
+        assert optuna.get_all_study_names(f"sqlite:///{storage}") == []
+    if server is not None:
+        server.close()  # type: ignore[attr-defined]

@@ -87,7 +87,7 @@ def test_bad_local_files_say_what_is_wrong(tmp_path: Path) -> None:
         read_images(DataConfig(dataset="mnist", path=str(tmp_path / "nope.npz")))
     with pytest.raises(DataUnavailableError, match="too few|fewer than"):
         load_splits(DataConfig(dataset="mnist-embedded", val_size=9_000, test_size=1_000))
-    with pytest.raises(DataUnavailableError, match="at most 8000"):
+    with pytest.raises(DataUnavailableError, match="at most 8,000"):
         load_splits(DataConfig(dataset="mnist-embedded", train_size=9_000))
 
 

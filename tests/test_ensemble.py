@@ -303,9 +303,29 @@ def test_weight_study_source_errors(members_project) -> None:
     assert "ablate run studies/skip_vs_noskip.yaml --profile quick" in str(missing.value)
     with pytest.raises(EnsembleError, match=r"ensemble.members is 5, but study 'tiny-members' has only 4 complete.*--set ensemble.members=4"):
         run(weight_spec(name="w-few", ensemble={"source": "study", "study": SOURCE, "members": 5}), members_project)
-    # Nothing was created for either.
+    # A member file that Keras' safe mode refuses (a Lambda layer: code that would run on load).
+    import keras
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    from ablate.runtime.engines.weight_study import MemberRefusedError
+
+    source = optuna.load_study(study_name=SOURCE, storage=members_project.storage)
+    best = min((t for t in source.trials if t.value is not None), key=lambda t: t.value)
+    info = MlflowClient(members_project.tracking_uri).get_run(best.user_attrs["mlflow_run_id"]).info
+    saved = Path(url2pathname(urlparse(info.artifact_uri).path)) / "model" / "model.keras"
+    original = saved.read_bytes()
+    inputs = keras.Input((28, 28, 1))
+    keras.Model(inputs, keras.layers.Lambda(lambda x: x * 0.5)(inputs)).save(saved)
+    try:
+        with pytest.raises(MemberRefusedError, match=rf"member trial {best.number} .*cannot be loaded.*safe mode") as refused:
+            run(weight_spec(name="w-lambda", ensemble={"source": "study", "study": SOURCE, "members": 4}), members_project)
+        assert refused.value.exit_status == 2
+    finally:
+        saved.write_bytes(original)
+    # Nothing was created for any of them.
     names = {s.study_name for s in optuna.get_all_study_summaries(members_project.storage)}
-    assert not names & {"w-missing", "w-few"}
+    assert not names & {"w-missing", "w-few", "w-lambda"}
 
 
 @pytest.mark.slow

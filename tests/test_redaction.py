@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ablate.redaction import redact, scrub
+from ablate.redaction import redact, scrub, strip_credentials
 
 SECRET = "s3cr3t"
 
@@ -29,6 +29,8 @@ SECRET = "s3cr3t"
         ("https://h/api?api_key=s3cr3t#frag", "https://h/api?api_key=***#frag"),
         ("https://h/api?client_secret=s3cr3t;other=1", "https://h/api?client_secret=***;other=1"),
         ("postgresql://bob:s3cr3t@db/x?sslpassword=s3cr3t", "postgresql://bob:***@db/x?sslpassword=***"),
+        ("https://s3cr3t@mlflow.example:5000", "https://***@mlflow.example:5000"),  # a token as the user
+        ("http://ghp_s3cr3t@[::1]:5000/x", "http://***@[::1]:5000/x"),
     ],
 )
 def test_every_credential_form_is_masked(url: str, shown: str) -> None:
@@ -74,3 +76,25 @@ def test_mlflow_prints_no_run_urls() -> None:
     Tracker("http://bob:s3cr3t@127.0.0.1:9")  # no server needed: nothing is sent until a call
     assert os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] == "true"
     assert MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.get() is True
+
+
+@pytest.mark.parametrize(
+    ("url", "link"),
+    [
+        ("http://bob:s3cr3t@host:5000", "http://host:5000"),
+        ("http://bob@host:5000/", "http://host:5000/"),  # a user alone goes too: a link needs none
+        ("http://:s3cr3t@host:5000", "http://host:5000"),
+        ("http://b%40b:p%3As3cr3t%2F@host:5000/mlflow", "http://host:5000/mlflow"),  # %-escaped
+        ("https://bob:p@s3cr3t/x@host:5000", "https://host:5000"),  # @ and / inside the password
+        ("http://bob:***@host:5000", "http://host:5000"),  # already redacted
+        ("https://host:5000/?token=s3cr3t", "https://host:5000/"),
+        ("https://host:5000/?x=1&access_token=s3cr3t;API_KEY=s3cr3t#/runs", "https://host:5000/?x=1#/runs"),
+        ("https://host:5000/?pass%77ord=s3cr3t&x=1", "https://host:5000/?x=1"),
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("http://[::1]:5000/x?y=1", "http://[::1]:5000/x?y=1"),
+    ],
+)
+def test_strip_credentials_leaves_a_link_without_any(url: str, link: str) -> None:
+    assert strip_credentials(url) == link
+    assert SECRET not in strip_credentials(url) and "bob" not in strip_credentials(url)
+    assert strip_credentials(redact(url)) == link  # the report holds the redacted form

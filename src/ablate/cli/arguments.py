@@ -48,3 +48,12 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, received {value}")
     return value
+
+
+def add_allow_large_option(parser: argparse.ArgumentParser) -> None:
+    """`--allow-large`: let a study past `ablate.spec.budget`'s limits on trials and epochs."""
+    parser.add_argument(
+        "--allow-large",
+        action="store_true",
+        help="accept a study that plans more than 5,000 trials or 200,000 epochs in all (refused by default as a likely typo)",
+    )

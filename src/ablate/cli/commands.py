@@ -12,6 +12,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from ablate.errors import AblateError
 from ablate.project import Project, resolve_project
 
 if TYPE_CHECKING:
@@ -28,9 +29,11 @@ def run_command(args: argparse.Namespace, console: Any) -> int:
     """`ablate run`: run the study file's missing trials, then say where the results are."""
     from ablate.runtime.progress import StudyProgress  # Optuna, MLflow, Keras: not for --help
     from ablate.runtime.run import run_study
+    from ablate.spec.budget import check_budget
     from ablate.spec.loading import load_spec
 
     loaded = load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides))
+    check_budget(loaded.spec, allow_large=args.allow_large)
     project = project_of(args)
     workers = args.workers if args.workers is not None else max(1, len(args.gpus))
     with StudyProgress(console) as progress:
@@ -58,14 +61,17 @@ def validate_command(args: argparse.Namespace, console: Any) -> int:
     from rich.console import Console  # rich and pydantic: not for --help
     from rich.table import Table
 
+    from ablate.spec.budget import check_budget
     from ablate.spec.loading import check_profiles, load_spec
     from ablate.spec.samplers import require_samplers
-
+    from ablate.training.data import check_data
 
     check_profiles(args.study_file, overrides=tuple(args.overrides))  # every profile must apply, not only the chosen one
     loaded = load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides))
     spec = loaded.spec
     require_samplers(spec)  # what `ablate run` would refuse, refused here too
+    planned = check_budget(spec, allow_large=args.allow_large)
+    sources = [check_data(data) for data in spec.data_configs()]  # a missing data.path, sizes past the dataset
     cells = spec.cells()
     trials = spec.planned_trials
     table = Table(title=f"study {spec.name}" + (f" (profile {loaded.profile})" if loaded.profile else ""), show_header=False)
@@ -96,9 +102,10 @@ def validate_command(args: argparse.Namespace, console: Any) -> int:
     table.add_row("trials", str(trials))
     objectives = "; ".join(f"{o.direction} {o.metric}" for o in spec.objective)
     table.add_row("objective", f"{objectives} (last epoch)")
-    epochs = trials * spec.train.epochs * (spec.repeats if spec.design == "search" and spec.search.seeds == "average" else 1)
     images = f"x {spec.data.train_size:,} images" if spec.data.train_size else "over the full training split"
-    table.add_row("work", ensemble.get("work") or f"{epochs} training epochs in all ({spec.train.epochs} per trial) {images}")
+    per_trial = f"{spec.train.epochs} per trial" + (", at most" if spec.design == "search" else "")
+    table.add_row("work", ensemble.get("work") or f"{planned.describe()} ({per_trial}) {images}")
+    table.add_row("data source", "; ".join(dict.fromkeys(sources)))
     table.add_row("profiles", ", ".join(spec.profiles) or "-")
     Console().print(table)
     console.print(f"[green]ok[/green]: {args.study_file} is valid", highlight=False)
@@ -138,10 +145,35 @@ def reproduce_command(args: argparse.Namespace, console: Any) -> int:
     return 0 if outcome.failed == 0 else 1
 
 
+class UnknownStudyError(AblateError):
+    """`ablate ui NAME` for a study the tracking store has no runs of."""
+
+    exit_status = 2
+
+
 def ui_command(args: argparse.Namespace, console: Any) -> int:
-    """`ablate ui`: the MLflow UI on 127.0.0.1 against the project's store (replaces this process)."""
+    """`ablate ui [NAME]`: the MLflow UI on 127.0.0.1 against the project's store (replaces this process).
+
+    With a study's NAME it prints the address of that study's runs table (its experiment looked up
+    in the tracking store), which MLflow 3's UI would otherwise not open on; without, the list of
+    experiments.
+    """
     project = project_of(args)
     project.ensure()
+    ui = f"http://127.0.0.1:{args.port}"
+    if args.name:
+        from ablate.redaction import redact
+        from ablate.tracking.reading import runs_view_url, study_experiment_id  # MLflow: not for --help
+
+        experiment_id = study_experiment_id(project, args.name)
+        if experiment_id is None:
+            raise UnknownStudyError(
+                f"the MLflow store {redact(project.tracking_uri)} has no runs of study {args.name!r} "
+                "(run `ablate ui` without a name for every experiment it holds)"
+            )
+        url = runs_view_url(ui, experiment_id)
+    else:
+        url = f"{ui}/#/experiments"
     command = [
         sys.executable, "-m", "mlflow", "ui",
         "--backend-store-uri", project.tracking_uri,
@@ -150,9 +182,10 @@ def ui_command(args: argparse.Namespace, console: Any) -> int:
     ]
     if project.artifact_root:
         command += ["--default-artifact-root", project.artifact_root]
-    console.print(f"MLflow UI for {project.home} at http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+    console.print(f"MLflow UI for {project.home} at {url} (Ctrl-C to stop)", highlight=False)
     # MLflow 3's job runner (GenAI scorer jobs) would start a consumer process per queue (7 here,
     # ~240 MB each); the UI of ablate's runs needs none of them. An explicit setting wins.
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    sys.stderr.flush()
     os.execv(sys.executable, command)
     return 0  # not reached

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ablate import __version__
 from ablate.cli import report, service
-from ablate.cli.arguments import add_recycle_option, gpu_list, worker_count
+from ablate.cli.arguments import add_allow_large_option, add_recycle_option, gpu_list, worker_count
 from ablate.cli.commands import reproduce_command, run_command, ui_command, validate_command
 from ablate.errors import end_on_signals, exit_code
 
@@ -22,7 +22,7 @@ examples:
   ablate reproduce skip-vs-noskip --profile quick      the slides' comparison on the embedded MNIST subset
   ablate validate studies/skip_vs_noskip.yaml          check a study file and print its plan
   ablate run studies/skip_vs_noskip.yaml --set train.epochs=1 --set data.train_size=512
-  ablate ui                                            browse the runs in the MLflow UI
+  ablate ui skip-vs-noskip-quick                       browse a study's runs in the MLflow UI
 
 Studies and runs live in ./.ablate/ (or $ABLATE_HOME, or --home): run every command from the same
 folder and it finds the same studies. See README.md and docs/ for study files and profiles.
@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=worker_count, metavar="N", help="run N local `ablate worker` processes (default 1, or one per --gpus)")
     run.add_argument("--gpus", type=gpu_list, default=(), metavar="LIST", help="GPU indices for the workers, e.g. 0,1 (worker i uses GPU i mod count)")
     add_recycle_option(run, what="run every trial in this process")
+    add_allow_large_option(run)
     run.set_defaults(handler=run_command)
 
     validate = commands.add_parser(
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "factors, design, repeats, seed, objective, tracking, profiles (see docs/study-files.md).",
     )
     validate.add_argument("study_file", type=Path)
+    add_allow_large_option(validate)
     validate.set_defaults(handler=validate_command)
 
     reproduce = commands.add_parser(
@@ -118,8 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="open the MLflow UI on 127.0.0.1 against this project's runs",
         description="Start the MLflow UI against the project's store: each study is an experiment with a parent run "
-        "and one nested run per trial. Stop it with Ctrl-C.",
+        "and one nested run per trial. With a study's NAME, print the address of its runs table. Stop it with Ctrl-C.",
     )
+    ui.add_argument("name", nargs="?", help="a study: print the address of its runs table (default: the experiments)")
     ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
     ui.set_defaults(handler=ui_command)
     # Further commands register here, each from its own module: add_parser(commands, common, overrides).

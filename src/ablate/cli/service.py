@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from ablate.cli.arguments import add_recycle_option, positive
+from ablate.cli.arguments import add_allow_large_option, add_recycle_option, positive
 from ablate.project import Project, resolve_project
 
 RECENT_MINUTES = 10.0  # `ablate status --recent`: a worker counts as seen if it ran a trial this recently
@@ -31,6 +31,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser, overrides: argpar
         "start `ablate worker` processes for that. See docs/distributed.md.",
     )
     submit.add_argument("study_file", type=Path, help="a study file, e.g. studies/skip_vs_noskip.yaml")
+    add_allow_large_option(submit)
     submit.set_defaults(handler=submit_command)
 
     worker = commands.add_parser(
@@ -94,9 +95,11 @@ def submit_command(args: argparse.Namespace, console: Any) -> int:
     """`ablate submit FILE`: store the study and enqueue its missing trials; run nothing."""
     from ablate.redaction import redact
     from ablate.runtime.submit import submit_study  # Optuna, MLflow: not for --help
+    from ablate.spec.budget import check_budget
     from ablate.spec.loading import load_spec
 
     loaded = load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides))
+    check_budget(loaded.spec, allow_large=args.allow_large)
     project = project_of(args)
     submitted = submit_study(loaded, project)
     spec = loaded.spec

@@ -16,6 +16,7 @@ from ablate.project import Project
 from ablate.runtime.logs import quiet_libraries
 from ablate.runtime.progress import StudyProgress
 from ablate.runtime.retries import open_worker_storage
+from ablate.runtime.storage import reach_tracking
 from ablate.runtime.studies import (
     StudyOutcome,
     enqueue_missing,
@@ -67,6 +68,7 @@ def run_study(
     quiet_libraries()
     for cell in spec.cells():
         load_splits(spec.run_config(cell, seed=spec.seed).data)  # fail before creating anything
+    reach_tracking(project.tracking_uri)  # seconds, not MLflow's minutes of retries; before the folder or the lock
     project.ensure()
     with study_lock(project, spec.name):
         storage = open_worker_storage(project.storage, lambda: tracker)  # first: an unreachable one touches no MLflow store

@@ -23,6 +23,7 @@ from sqlalchemy import event
 from ablate.backoff import retry_transient
 from ablate.errors import AblateError
 from ablate.project import STORAGE_ENV as STORAGE_URL_ENV
+from ablate.project import database_url
 from ablate.redaction import redact, scrub
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ def open_storage(
     # pool_pre_ping: a connection that PostgreSQL dropped (restart, pg_terminate_backend, an idle
     # timeout) is replaced at checkout instead of failing the next statement.
     engine: dict[str, Any] = {"pool_pre_ping": True}
+    url = database_url(url)  # a plain postgresql:// gets the driver that is installed
     sqlite = url.startswith("sqlite")
     if sqlite:
         # Local workers share one file: wait for its lock rather than failing at once. The driver
@@ -248,3 +250,10 @@ class Heartbeat:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def reach_tracking(uri: str) -> None:
+    """Refuse a tracking store that does not answer within $ABLATE_CONNECT_SECONDS (default 10), before any work."""
+    from ablate.tracking.reachability import require_tracking
+
+    require_tracking(uri, seconds=env_seconds(CONNECT_ENV, CONNECT_SECONDS))

@@ -20,7 +20,7 @@ from ablate.runtime.optuna_internals import summary_study_id
 from ablate.runtime.progress import StudyProgress
 from ablate.runtime.recycling import MARKS_ENV, RECYCLE_EXIT, TRIAL_END_MARK
 from ablate.runtime.retries import StaleTrialHandler
-from ablate.runtime.storage import heartbeat_seconds, open_storage, retry, stale_grace
+from ablate.runtime.storage import heartbeat_seconds, open_storage, reach_tracking, retry, stale_grace
 from ablate.runtime.work import StudyWork, attach, worker_id
 from ablate.runtime.worker_loop import has_running, serve
 from ablate.runtime.worker_options import WorkerOptions, raise_interrupt
@@ -52,6 +52,7 @@ def serve_here(
     heartbeat = options.heartbeat or heartbeat_seconds()
     grace = options.grace or stale_grace()
     storage = open_storage(project.storage, heartbeat=heartbeat, grace=grace, on_stale=StaleTrialHandler(lambda: tracker, grace))
+    reach_tracking(project.tracking_uri)  # seconds, not MLflow's minutes of retries
     tracker = Tracker(project.tracking_uri, artifact_root=project.artifact_root)
     attached: dict[str, StudyWork] = {}
 

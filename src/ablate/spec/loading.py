@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from ablate.spec.dotted import flatten, set_dotted
-from ablate.spec.errors import SpecError, format_validation_error
+from ablate.spec.errors import SpecError, format_validation_error, shorten
 from ablate.spec.study_spec import StudySpec
 
 MAX_VALUES = 100_000  # values a study file may expand to (its largest shipped one has a few hundred)
@@ -78,10 +78,42 @@ def read_study_file(path: Path) -> Any:
     if not path.is_file():
         raise SpecError(f"{path}: no such study file. List the shipped ones with `ls studies/`.")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SpecError(
+            f"{path}: not a text file in UTF-8 (byte {error.start} is {error.object[error.start]:#04x}); "
+            "a study file is YAML text: save it as UTF-8"
+        ) from None
+    except OSError as error:
+        raise SpecError(f"{path}: cannot read it ({error.strerror or error})") from None
+    return parse_yaml(text, str(path))
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (it would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: construct_mapping below says so
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice (first on line {first}); keep one", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Safe-load YAML text, duplicate keys refused; a YAML error becomes a `SpecError` naming `source`."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # UniqueKeyLoader is a SafeLoader: no arbitrary objects
     except yaml.YAMLError as error:
-        raise SpecError(f"{path}: not valid YAML: {error}") from None
-    return raw
+        raise SpecError(f"{source}: not valid YAML: {shorten(str(error))}") from None
 
 
 def expanded_size(value: Any, memo: dict[int, int] | None = None) -> int:
@@ -151,10 +183,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     name, sep, text = item.partition("=")
     if not sep or not name.strip():
         raise SpecError(f"--set {item!r}: expected dotted.name=value, e.g. --set train.epochs=1")
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError as error:
-        raise SpecError(f"--set {item!r}: the value is not valid YAML: {error}") from None
+    value = parse_yaml(text, f"--set {item!r}: the value") if text.strip() else None
     return name.strip(), value
 
 

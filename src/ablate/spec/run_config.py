@@ -7,20 +7,45 @@ the frozen configs that builders take. One dotted name per setting everywhere: t
 
 from __future__ import annotations
 
+import typing
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ablate.spec.dotted import flatten
 
+MAX_SEED = 2**32 - 1  # NumPy's and Keras' global seeding (`keras.utils.set_random_seed`) take 0 .. 2**32 - 1
 SECTIONS = ("data", "model", "train", "diffusion", "ensemble")  # a study file's sections of fixed settings
 DatasetName = Literal["mnist-embedded", "mnist", "fashion-mnist"]
 
 
 class Frozen(BaseModel):
-    """Base for configs: immutable, hashable, and refusing unknown keys."""
+    """Base for configs: immutable, hashable, refusing unknown keys, infinities, NaN, and `true` for a number.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Pydantic's lax mode would read `epochs: true` as 1 and `learning_rate: .inf` as a rate; a
+    study file that says either is wrong, so both are refused by field path.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None:
+            kinds = _kinds(cls.model_fields[info.field_name].annotation)
+            if kinds & {int, float} and not kinds & {bool, Any}:
+                raise ValueError("expected a number, not true or false")
+        return value
+
+
+def _kinds(annotation: Any) -> set[Any]:
+    """The plain types an annotation admits (`int | None` -> {int, NoneType}), through unions and Literal."""
+    if annotation in (int, float, bool, Any):
+        return {annotation}
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return {type(arg) for arg in typing.get_args(annotation)}
+    return {kind for arg in typing.get_args(annotation) for kind in _kinds(arg)} if origin is not None else {annotation}
 
 
 class NoiseConfig(Frozen):
@@ -43,7 +68,7 @@ class DataConfig(Frozen):
     train_size: int | None = Field(None, ge=1)
     val_size: int = Field(1000, ge=1)
     test_size: int = Field(1000, ge=0)
-    split_seed: int = Field(0, ge=0, description="seed of the split and of the validation noise")
+    split_seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the split and of the validation noise")
     noise: NoiseConfig = NoiseConfig()
 
 
@@ -160,7 +185,7 @@ class RunConfig(Frozen):
     train: TrainConfig
     diffusion: DiffusionConfig = DiffusionConfig()
     ensemble: EnsembleConfig = EnsembleConfig()
-    seed: int = Field(ge=0)
+    seed: int = Field(ge=0, le=MAX_SEED)
 
     @model_validator(mode="after")
     def _depth_fits_images(self) -> RunConfig:

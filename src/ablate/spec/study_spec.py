@@ -19,6 +19,7 @@ from ablate.spec.ensemble_rules import check_ensemble_spec
 from ablate.spec.errors import _first_message
 from ablate.spec.levels import Level, cell_key, format_level, same_level
 from ablate.spec.run_config import (
+    MAX_SEED,
     SECTIONS,
     DataConfig,
     DiffusionConfig,
@@ -145,6 +146,20 @@ class Factor(Frozen):
             "enumerate; use design: search, or give its levels as a list"
         )
 
+    def takes(self, level: Level) -> bool:
+        """Whether a trial can give this factor `level`: one of its levels, or a number in its range (on its step)."""
+        if self.type == "categorical":
+            return any(same_level(level, known) for known in self.levels or ())
+        if isinstance(level, bool) or not isinstance(level, (int, float)):
+            return False
+        low, high = self.low or 0.0, self.high or 0.0
+        if not low <= level <= high:
+            return False
+        if self.type == "int":
+            step = self.step or 1
+            return level == int(level) and (self.log or (level - low) % step == 0)
+        return True
+
     def describe(self) -> str:
         """One line for `ablate validate`: the levels or the range, and the condition."""
         if self.type == "categorical":
@@ -211,7 +226,7 @@ class StudySpec(Frozen):
     search: SearchSpec = SearchSpec()
     engine: Literal["optuna", "keras-tuner"] = "optuna"
     repeats: int = Field(3, ge=1, le=1000, description="seeds per cell")
-    seed: int = Field(0, ge=0, description="first seed; a cell runs seeds seed .. seed+repeats-1")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="first seed; a cell runs seeds seed .. seed+repeats-1")
     objective: tuple[ObjectiveSpec, ...] = (ObjectiveSpec(),)
     tracking: TrackingSpec = TrackingSpec()
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -253,6 +268,13 @@ class StudySpec(Frozen):
                             f"factor {name!r}: when {parent} is {unknown}, but {parent}'s levels are "
                             f"{list(parent_factor.levels or ())}"
                         )
+                else:
+                    outside = [level for level in levels if not parent_factor.takes(level)]
+                    if outside:
+                        raise ValueError(
+                            f"factor {name!r}: when {parent} is {', '.join(format_level(v) for v in outside)}, which "
+                            f"{parent} ({parent_factor.describe()}) never takes; the factor would never run"
+                        )
         return factors
 
     @field_validator("profiles")
@@ -266,6 +288,7 @@ class StudySpec(Frozen):
     @model_validator(mode="after")
     def _design_fits(self) -> StudySpec:
         family = self.model.family
+        self._seeds_fit()
         for objective in self.objective:
             if objective.metric not in FAMILY_METRICS[family]:
                 raise ValueError(
@@ -298,12 +321,33 @@ class StudySpec(Frozen):
         if len(cells) > MAX_CELLS:
             raise ValueError(f"the design has {len(cells)} cells, more than {MAX_CELLS}; use fewer levels")
         if self.design != "search":
+            configs: dict[str, dict[str, Level]] = {}
             for cell in cells:
                 try:
-                    self.run_config(cell, seed=self.seed)
+                    config = self.run_config(cell, seed=self.seed)
                 except ValidationError as error:
                     raise ValueError(f"the cell {cell} is not a valid configuration: {_first_message(error)}") from None
+                key = config.model_dump_json()
+                if key in configs:
+                    raise ValueError(
+                        f"the cells {cell_key(configs[key])} and {cell_key(cell)} train the same configuration "
+                        "(a level equal to another, or a factor the family does not read); drop one"
+                    )
+                configs[key] = cell
         return self
+
+    def _seeds_fit(self) -> None:
+        """Every seed a trial is given (or derives: ensemble members, a search's trial count) is a valid seed."""
+        span = self.repeats
+        if self.design == "search":
+            span = max(span, self.search.trials + 1)  # a search seeds its sampler with seed + trials so far
+        if self.model.family == "ensemble":
+            span += self.ensemble.members  # member k of a trial trains with seed + k
+        if self.seed + span - 1 > MAX_SEED:
+            raise ValueError(
+                f"seed {self.seed}: the study would use seeds up to {self.seed + span - 1:,}, past {MAX_SEED:,} "
+                f"(2**32 - 1, the largest seed NumPy and Keras take); use seed <= {MAX_SEED - span + 1:,}"
+            )
 
     def _levels_valid(self) -> None:
         """Each level alone (a range: its bounds) must make a valid trial configuration."""
@@ -316,12 +360,24 @@ class StudySpec(Frozen):
                     raise ValueError(f"factors.{name}: a {factor.type} factor needs low and high")
                 bounds: tuple[float, float] = (factor.low, factor.high)
                 probes = [(None, int(b) if factor.type == "int" else b) for b in bounds]
+            settings: dict[str, tuple[int | None, Level]] = {}
             for index, level in probes:
+                where = f"factors.{name}" + ("" if index is None else f"[{index}]")
                 try:
-                    self.run_config(self._probe(name, level), seed=self.seed)
+                    config = self.run_config(self._probe(name, level), seed=self.seed)
                 except ValidationError as error:
-                    where = f"factors.{name}" + ("" if index is None else f"[{index}]")
                     raise ValueError(f"{where} = {level!r}: {_first_message(error)}") from None
+                if index is None:
+                    continue
+                # `[4, 4.0]` or `[true, 1]` on a bool setting: two levels, one setting, duplicate cells.
+                setting = repr(flatten(config.model_dump(mode="json")).get(name))
+                if setting in settings:
+                    first, first_level = settings[setting]
+                    raise ValueError(
+                        f"{where} = {format_level(level)} is the same setting as factors.{name}[{first}] = "
+                        f"{format_level(first_level)} (both give {name} = {setting}); keep one"
+                    )
+                settings[setting] = (index, level)
 
     def _probe(self, name: str, level: Level) -> dict[str, Level]:
         """A cell with `name` at `level`, the factors it switches on at their first level or low bound."""
@@ -432,6 +488,27 @@ class StudySpec(Frozen):
                     grown.append(cell)
             cells = grown
         return cells
+
+    def data_configs(self) -> list[DataConfig]:
+        """The distinct data settings the study's trials use (a search: its data factors' levels and bounds)."""
+        if self.design != "search":
+            cells = self.cells()
+        else:
+            cells = [self.reference_probe()]
+            for name, factor in self.factors.items():
+                if name.startswith("data."):
+                    levels = factor.levels or () if factor.type == "categorical" else (factor.low, factor.high)
+                    cells.extend(self._probe(name, int(v) if factor.type == "int" and v is not None else v) for v in levels)
+        found: list[DataConfig] = []
+        for cell in cells:
+            data = self.run_config(cell, seed=self.seed).data
+            if data not in found:
+                found.append(data)
+        return found
+
+    def reference_probe(self) -> dict[str, Level]:
+        """A search's first cell: each active factor at its first level or low bound."""
+        return self._probe("", None)
 
     def _one_at_a_time(self) -> list[dict[str, Level]]:
         reference = self.reference

