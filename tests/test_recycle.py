@@ -228,3 +228,44 @@ def test_a_signal_ends_run_cleanly_and_says_which(write_study, project, signum: 
     experiment = client.get_experiment_by_name(name)
     statuses = {r.info.status for r in client.search_runs([experiment.experiment_id])}
     assert "RUNNING" not in statuses  # the parent run ended too, not left for the next run to repair
+
+
+@pytest.mark.parametrize("victim", ["fork", "worker"])
+def test_a_trial_process_killed_mid_trial_is_retried_by_the_same_run(write_study, project, victim: str) -> None:
+    """`kill -9` of the process training a trial (a recycled fork, or a plain worker): the run goes on,
+    marks the lost trial FAIL with its MLflow run KILLED, trains its (cell, seed) again, and exits 0."""
+    raw = tiny(f"lost-{victim}", factors={"model.skip": ["concat"]}, repeats=2)
+    raw["data"]["train_size"] = 2000
+    raw["model"]["filters"] = 4
+    raw["train"]["epochs"] = 4
+    path = write_study(raw)
+    name = raw["name"]
+    flags = ["--recycle-after", "5"] if victim == "fork" else ["--workers", "2"]
+    parent = subprocess.Popen(
+        [ABLATE, "run", str(path), "--home", str(project.home), *flags],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        running = wait_for(lambda: running_trial(project, name, parent), "a trial past its first epoch")
+        pid = int(running.user_attrs["ablate.worker"].rsplit(":", 1)[1])  # the fork that trains it
+        if victim == "worker":  # the warm worker process the fork came from (the fork dies with it)
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        assert pid != parent.pid
+        os.kill(pid, signal.SIGKILL)
+        _, stderr = parent.communicate(timeout=300)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert parent.returncode == 0, stderr
+    said = " ".join(stderr.split())
+    assert "lost with a worker process that ended mid-trial" in said or "was run again by another worker" in said, said
+    trials = trials_of(project, name)
+    states = Counter(t.state for t in trials)
+    assert states[TrialState.COMPLETE] == 2 and states[TrialState.RUNNING] == 0 and states[TrialState.WAITING] == 0
+    lost = trials[running.number]
+    assert lost.state == TrialState.FAIL  # by this run once the workers ended, or by a worker's heartbeat check
+    client = MlflowClient(project.tracking_uri)
+    ended = client.get_run(lost.user_attrs["mlflow_run_id"])
+    assert ended.info.status == "KILLED" and ended.data.tags["ablate.state"] == "interrupted"
+    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    assert not [r for r in runs if r.info.status == "RUNNING"]

@@ -12,6 +12,8 @@ without them (several hundred MB, and a GPU context, it would otherwise hold for
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ablate.project import Project
 from ablate.runtime.logs import quiet_libraries
 from ablate.runtime.progress import StudyProgress
@@ -28,12 +30,17 @@ from ablate.runtime.studies import (
     study_summary,
     tally,
 )
-from ablate.runtime.supervisor import run_workers
+from ablate.runtime.supervisor import WorkerFailedError, run_workers
 from ablate.runtime.work import StudyWork
 from ablate.spec.loading import LoadedSpec
 from ablate.spec.samplers import require_samplers
 from ablate.tracking.tracker import Tracker
 from ablate.training.data import load_splits
+
+if TYPE_CHECKING:
+    import optuna
+
+    from ablate.spec.study_spec import StudySpec
 
 
 def run_study(
@@ -88,10 +95,7 @@ def run_study(
                 work = StudyWork(study, storage, spec, tracker, experiment_id, parent_run_id)
                 serve(lambda: [work], progress=progress, requeue_on_interrupt=False, end_parents=False)
             else:
-                run_workers(
-                    spec.name, project, workers=workers, gpus=gpus, console=progress.console, recycle_after=recycle_after,
-                    on_trial_end=progress.end_trial,
-                )
+                _run_workers_retrying_lost_trials(study, spec, project, tracker, progress, workers, gpus, recycle_after)
         except BaseException:
             interrupted = True
             raise
@@ -101,3 +105,46 @@ def run_study(
             summary, status = study_summary(spec, study.get_trials(deepcopy=False))
             tracker.end_parent(parent_run_id, status="KILLED" if interrupted else status, summary=summary)
     return outcome
+
+
+WORKER_RESTARTS = 2  # rounds of workers started again after one died mid-trial (killed, out of memory)
+
+
+def _run_workers_retrying_lost_trials(
+    study: optuna.Study, spec: StudySpec, project: Project, tracker: Tracker, progress: StudyProgress,
+    workers: int, gpus: tuple[str, ...], recycle_after: int,
+) -> None:
+    """Local worker processes until the study is done; a trial lost with a dead worker runs again.
+
+    A worker process (or its fork) killed mid-trial (`kill -9`, the kernel's out-of-memory killer)
+    leaves its trial RUNNING. Once every worker of this run has exited, a RUNNING trial of a local
+    study can belong to no one (this run holds the study's lock), so it is marked FAIL with its
+    MLflow run ended, its (cell, seed) enqueued again, and the workers started again, at most
+    `WORKER_RESTARTS` times; after that the error stands, with nothing left RUNNING. A shared
+    storage's stale trials are the heartbeat's to judge (ablate.runtime.retries), not this run's.
+    """
+    for restart in range(WORKER_RESTARTS + 1):
+        failure: WorkerFailedError | None = None
+        try:
+            run_workers(
+                spec.name, project, workers=workers, gpus=gpus, console=progress.console, recycle_after=recycle_after,
+                on_trial_end=progress.end_trial,
+            )
+        except WorkerFailedError as error:
+            failure = error
+        lost = fail_interrupted(study, tracker.end_stale) if is_local(project) else 0
+        if failure is None and lost == 0:
+            return
+        if lost == 0 or restart == WORKER_RESTARTS:
+            counts = tally(spec, study.get_trials(deepcopy=False))
+            if failure is not None and counts.complete + counts.pruned < counts.total:
+                raise failure
+            if failure is not None:  # the others retried its trial (a stale heartbeat): the study is whole
+                progress.console.print(f"[yellow]{failure}[/yellow]; its trial was run again by another worker", highlight=False)
+            return
+        progress.console.print(
+            f"[yellow]{lost} trial(s) lost with a worker process that ended mid-trial[/yellow] ({failure or 'no error'}); "
+            "marked failed, their MLflow runs ended, and run again",
+            highlight=False,
+        )
+        enqueue_missing(study, spec)
