@@ -228,8 +228,10 @@ def test_hyperband_budgets_are_pruned_trials_and_promotions_retrain_with_the_sam
     tags = client.get_run(run_id).data.tags
     assert tags["keras_tuner.continues"] == best.user_attrs["keras_tuner.trial_id"] and tags["keras_tuner.initial_epoch"] == "1"
     assert tags["ablate.state"] == "complete" and tags["ablate.stopped_epoch"] == "3"
+    model_files = {a for a in reference["runs"][0]["artifacts"] if a == "model" or a.startswith("model/")}  # .keras + MLmodel
+    assert "model/model.keras" in model_files and "model/MLmodel" in model_files
     same_layout(layout(client, run_id), {**reference["runs"][0], "artifacts": {
-        "model_summary.txt", "reconstructions", "model", "reconstructions/epoch_001.png",
-        "reconstructions/epoch_002.png", "reconstructions/final.png", "model/model.keras",
+        "model_summary.txt", "reconstructions", "reconstructions/epoch_001.png",
+        "reconstructions/epoch_002.png", "reconstructions/final.png", *model_files,
     }})
     assert client.get_run(outcome.parent_run_id).data.tags["ablate.best_trial"] == str(promoted.number)
