@@ -62,9 +62,13 @@ def database(label: str) -> Iterator[str]:
     """A new, uniquely named database, dropped (with its connections) afterwards."""
     name = f"ablate_test_{label}_{uuid.uuid4().hex[:10]}"
     _admin(f'CREATE DATABASE "{name}"')
+    url = f"{PG_URL}/{name}"
     try:
-        yield f"{PG_URL}/{name}"
+        yield url
     finally:
+        storage = _STORAGES.pop(url, None)
+        if storage is not None:
+            storage.engine.dispose()
         _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -247,8 +251,16 @@ def workers(tmp_path: Path, mlflow_server: MlflowServer) -> Iterator[Workers]:
             group.stop_all()
 
 
+# One storage (one connection pool) per database for the test's own reads: polling with a new
+# RDBStorage each time left one pooled connection per poll open until garbage collection, and on a
+# slow machine that reached PostgreSQL's max_connections mid-test.
+_STORAGES: dict[str, optuna.storages.RDBStorage] = {}
+
+
 def load(storage: str, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=storage)
+    if storage not in _STORAGES:
+        _STORAGES[storage] = optuna.storages.RDBStorage(storage, engine_kwargs={"pool_pre_ping": True})
+    return optuna.load_study(study_name=name, storage=_STORAGES[storage])
 
 
 def pairs(trials: list[optuna.trial.FrozenTrial]) -> list[tuple[str, int]]:
