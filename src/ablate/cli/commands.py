@@ -34,6 +34,7 @@ def run_command(args: argparse.Namespace, console: Any) -> int:
 
     loaded = load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides))
     check_budget(loaded.spec, allow_large=args.allow_large)
+    _check_removals(loaded.spec)  # a removal that breaks the graph: refused before any study exists
     project = project_of(args)
     workers = args.workers if args.workers is not None else max(1, len(args.gpus))
     with StudyProgress(console) as progress:
@@ -72,6 +73,7 @@ def validate_command(args: argparse.Namespace, console: Any) -> int:
     require_samplers(spec)  # what `ablate run` would refuse, refused here too
     planned = check_budget(spec, allow_large=args.allow_large)
     sources = [check_data(data) for data in spec.data_configs()]  # a missing data.path, sizes past the dataset
+    removals = _check_removals(spec)  # model.remove: each removal made on the built model
     cells = spec.cells()
     trials = spec.planned_trials
     table = Table(title=f"study {spec.name}" + (f" (profile {loaded.profile})" if loaded.profile else ""), show_header=False)
@@ -106,10 +108,21 @@ def validate_command(args: argparse.Namespace, console: Any) -> int:
     per_trial = f"{spec.train.epochs} per trial" + (", at most" if spec.design == "search" else "")
     table.add_row("work", ensemble.get("work") or f"{planned.describe()} ({per_trial}) {images}")
     table.add_row("data source", "; ".join(dict.fromkeys(sources)))
+    if removals:
+        table.add_row("model.remove", f"{removals} removal(s) made on the built model: the shapes meet")
     table.add_row("profiles", ", ".join(spec.profiles) or "-")
     Console().print(table)
     console.print(f"[green]ok[/green]: {args.study_file} is valid", highlight=False)
     return 0
+
+
+def _check_removals(spec: StudySpec) -> int:
+    """Build and ablate each model a `model.remove` asks for (Keras is imported only then)."""
+    if not any(name == "model.remove" for name in spec.factors) and spec.model.remove == "none":
+        return 0
+    from ablate.families.structure import check_removals  # Keras: only for a study that removes layers
+
+    return check_removals(spec)
 
 
 def _ensemble_rows(spec: StudySpec) -> dict[str, str]:

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from ablate import __version__
-from ablate.cli import report, service
+from ablate.cli import graph, report, service
 from ablate.cli.arguments import add_allow_large_option, add_recycle_option, gpu_list, worker_count
 from ablate.cli.commands import reproduce_command, run_command, ui_command, validate_command
 from ablate.errors import end_on_signals, exit_code
@@ -127,5 +127,6 @@ def build_parser() -> argparse.ArgumentParser:
     ui.set_defaults(handler=ui_command)
     # Further commands register here, each from its own module: add_parser(commands, common, overrides).
     report.add_parser(commands, common, overrides)
+    graph.add_parser(commands, overrides)
     service.add_parser(commands, common, overrides)
     return parser

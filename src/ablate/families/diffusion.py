@@ -39,6 +39,7 @@ import numpy as np
 
 from ablate.families.diffusion_process import denoise, diffusion_step_pairs
 from ablate.models.denoiser import build_denoiser
+from ablate.models.surgery import ablated
 from ablate.spec.run_config import DataConfig, DiffusionConfig, RunConfig
 from ablate.spec.study_spec import FAMILY_METRICS
 from ablate.training.data import load_splits
@@ -128,12 +129,17 @@ def chain_metrics(model: Any, validation: Validation, run: RunConfig) -> dict[st
     }
 
 
+def build(run: RunConfig, input_shape: tuple[int, ...]) -> keras.Model:
+    """The trial's denoiser, with the layers `model.remove` names removed."""
+    return ablated(build_denoiser(run.model, run.diffusion, input_shape), run.model.removed)  # type: ignore[arg-type]
+
+
 def train(run: RunConfig, context: TrialContext) -> TrialResult:
     """Train the denoiser on one-step pairs; log per-epoch one-step and chain metrics and chain pictures."""
     tracking, log, diffusion = context.tracking, context.log, run.diffusion
     splits = load_splits(run.data)
     validation = validation_set(run.data, diffusion, tracking.images)
-    model = build_denoiser(run.model, diffusion, splits.shape)
+    model = build(run, splits.shape)
     compile_model(model, run.train)
     log.log_text(model_summary(model), "model_summary.txt")
     parameters = int(model.count_params())
@@ -168,4 +174,4 @@ def train(run: RunConfig, context: TrialContext) -> TrialResult:
     return TrialResult.of_fit(result, parameters)
 
 
-FAMILY = BuiltinFamily(name="diffusion", metrics=FAMILY_METRICS["diffusion"], pictures=("diffusion/chain_epoch_NNN.png", "diffusion/chain.png", "diffusion/samples.png"), train_function=train)
+FAMILY = BuiltinFamily(name="diffusion", metrics=FAMILY_METRICS["diffusion"], pictures=("diffusion/chain_epoch_NNN.png", "diffusion/chain.png", "diffusion/samples.png"), train_function=train, build_function=build)

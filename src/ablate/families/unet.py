@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from ablate.models import build_unet
+from ablate.models.surgery import ablated
 from ablate.spec.run_config import RunConfig
 from ablate.spec.study_spec import FAMILY_METRICS
 from ablate.training.data import load_splits, training_noise
@@ -14,12 +15,17 @@ from ablate.training.images import reconstruction_grid
 from ablate.training.trial import log_model, model_summary
 
 
+def build(run: RunConfig, input_shape: tuple[int, ...]) -> keras.Model:
+    """The trial's U-Net, with the layers `model.remove` names removed."""
+    return ablated(build_unet(run.model, input_shape), run.model.removed)  # type: ignore[arg-type]
+
+
 def train(run: RunConfig, context: TrialContext) -> TrialResult:
     """Train the U-Net on (noisy, clean) pairs; log metrics per epoch and reconstruction grids."""
     tracking, log = context.tracking, context.log
     splits = load_splits(run.data)
     x_train_noisy = training_noise(splits.x_train, run.data, run.seed)
-    model = build_unet(run.model, splits.shape)
+    model = build(run, splits.shape)
     compile_model(model, run.train)
     log.log_text(model_summary(model), "model_summary.txt")
     parameters = int(model.count_params())
@@ -58,4 +64,4 @@ def train(run: RunConfig, context: TrialContext) -> TrialResult:
     return TrialResult.of_fit(result, parameters)
 
 
-FAMILY = BuiltinFamily(name="unet", metrics=FAMILY_METRICS["unet"], pictures=("reconstructions/epoch_NNN.png", "reconstructions/final.png"), train_function=train)
+FAMILY = BuiltinFamily(name="unet", metrics=FAMILY_METRICS["unet"], pictures=("reconstructions/epoch_NNN.png", "reconstructions/final.png"), train_function=train, build_function=build)

@@ -40,7 +40,7 @@ from ablate.spec.dotted import flatten
 from ablate.spec.levels import cell_key
 from ablate.spec.loading import LoadedSpec
 from ablate.spec.samplers import require_samplers
-from ablate.spec.study_spec import StudySpec
+from ablate.spec.study_spec import ADDED_SETTINGS, StudySpec
 from ablate.tracking.environment import environment_tags
 
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -113,8 +113,7 @@ def open_study(spec: StudySpec, storage: Any) -> optuna.Study:
     fingerprint = spec.fingerprint()
     if stored is None:
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
-    elif stored != fingerprint:
-        changes = _differences(stored, fingerprint)
+    elif changes := _differences(stored, fingerprint):
         raise StudyConflictError(
             f"study {spec.name!r} in {_where(storage)} was run with other settings ({'; '.join(changes[:5])}). "
             "Resuming would mix results that cannot be compared. Give this variant its own name "
@@ -298,7 +297,11 @@ def study_outcome(
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What changed between two fingerprints; a setting added since `old` was stored counts only off its default."""
     a, b = flatten(old), flatten(new)
+    for name, default in ADDED_SETTINGS.items():
+        if name not in a and b.get(name) == default:
+            b.pop(name)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 

@@ -88,6 +88,10 @@ class ModelConfig(Frozen):
     `inception` (parallel 1x1, 3x3, 5x5 and pooling branches, concatenated, as in the slides).
     `batch_norm` adds BatchNormalization after each stage's convolution(s); `dropout` > 0 adds
     Dropout after each stage.
+    `remove` ablates the built graph without changing how it is built: `none`, or layer names
+    joined by `+` (`dec1_skip+dec2_skip`); a removed merge layer passes its latest input on alone,
+    a removed shape-preserving layer is the identity (`ablate.models.surgery`; `ablate graph` lists
+    what a model can lose).
     """
 
     family: Literal["unet", "diffusion", "ensemble"] = "unet"
@@ -101,9 +105,17 @@ class ModelConfig(Frozen):
     activation: Literal["relu", "gelu", "swish", "elu"] = "relu"
     batch_norm: bool = False
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    remove: str = Field("none", pattern=r"^[A-Za-z0-9_.\-/]+(\+[A-Za-z0-9_.\-/]+)*$", max_length=2000)
+
+    @property
+    def removed(self) -> tuple[str, ...]:
+        """The layer names `remove` names (none for `none`)."""
+        return () if self.remove == "none" else tuple(self.remove.split("+"))
 
     @model_validator(mode="after")
     def _block_matches_residual_blocks(self) -> ModelConfig:
+        if self.family == "ensemble" and self.remove != "none":
+            raise ValueError("model.remove applies to a built model (unet, diffusion), not to model.family: ensemble")
         # `block` left out follows `residual_blocks` (0 = plain, N = N residual blocks per stage).
         if self.block is None:
             object.__setattr__(self, "block", "residual" if self.residual_blocks else "plain")

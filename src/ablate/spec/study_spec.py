@@ -489,18 +489,25 @@ class StudySpec(Frozen):
             cells = grown
         return cells
 
+    def probe_cells(self, section: str) -> list[dict[str, Level]]:
+        """Cells that reach every value the trials give the settings of `section` (`data`, `model`).
+
+        A grid: its cells. A search: the reference probe, and each of the section's factors at each
+        level (categorical) or bound (int, float), the other factors at their reference.
+        """
+        if self.design != "search":
+            return self.cells()
+        cells = [self.reference_probe()]
+        for name, factor in self.factors.items():
+            if name.startswith(f"{section}."):
+                levels = factor.levels or () if factor.type == "categorical" else (factor.low, factor.high)
+                cells.extend(self._probe(name, int(v) if factor.type == "int" and v is not None else v) for v in levels)
+        return cells
+
     def data_configs(self) -> list[DataConfig]:
         """The distinct data settings the study's trials use (a search: its data factors' levels and bounds)."""
-        if self.design != "search":
-            cells = self.cells()
-        else:
-            cells = [self.reference_probe()]
-            for name, factor in self.factors.items():
-                if name.startswith("data."):
-                    levels = factor.levels or () if factor.type == "categorical" else (factor.low, factor.high)
-                    cells.extend(self._probe(name, int(v) if factor.type == "int" and v is not None else v) for v in levels)
         found: list[DataConfig] = []
-        for cell in cells:
+        for cell in self.probe_cells("data"):
             data = self.run_config(cell, seed=self.seed).data
             if data not in found:
                 found.append(data)
@@ -571,6 +578,11 @@ class StudySpec(Frozen):
         return self.model_dump(
             mode="json", include={*SECTIONS, "objective", "design", "search", "engine"}
         )
+
+
+# Settings added to the schema after studies were stored, with the default that gives the results
+# those studies had: a stored fingerprint without one of them still agrees while it is at this value.
+ADDED_SETTINGS: dict[str, Any] = {"model.remove": "none"}
 
 
 def _setting_names() -> set[str]:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from ablate.errors import AblateError
 from ablate.spec.run_config import RunConfig
 
 if TYPE_CHECKING:
@@ -130,6 +131,10 @@ class Family(Protocol):
         """Build, train and evaluate the trial's model; log as it goes; return the final metrics."""
         ...
 
+    def build(self, run: RunConfig, input_shape: tuple[int, ...]) -> Any:
+        """The trial's uncompiled Keras model (raises `AblateError` for a family that builds none)."""
+        ...
+
 
 @dataclass(frozen=True)
 class BuiltinFamily:
@@ -139,7 +144,20 @@ class BuiltinFamily:
     metrics: tuple[str, ...]
     pictures: tuple[str, ...]
     train_function: Callable[[RunConfig, TrialContext], TrialResult]
+    # The trial's model, uncompiled, for an image of `input_shape` (what `ablate graph` inspects);
+    # None for a family whose model is not one functional graph built from settings (the ensemble).
+    build_function: Callable[[RunConfig, tuple[int, ...]], Any] | None = None
 
     def train(self, run: RunConfig, context: TrialContext) -> TrialResult:
         """Train one trial with the family's function."""
         return self.train_function(run, context)
+
+    def build(self, run: RunConfig, input_shape: tuple[int, ...]) -> Any:
+        """The trial's uncompiled Keras model for inputs of `input_shape`.
+
+        Raises:
+            AblateError: when the family builds no single model from its settings.
+        """
+        if self.build_function is None:
+            raise AblateError(f"model.family {self.name} builds no single functional model from settings; `ablate graph` cannot show it")
+        return self.build_function(run, input_shape)
