@@ -192,3 +192,30 @@ def test_a_study_stored_before_model_remove_existed_still_resumes() -> None:
     assert _differences(old, spec) == []
     changed = {**spec, "model": {**spec["model"], "remove": "dec1_skip"}}
     assert _differences(old, changed) == ["model.remove: None -> 'dec1_skip'"]
+
+
+def test_remove_auto_is_one_level_per_skip_of_the_built_model_and_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "study.yaml"
+    raw = {**removal_study([]), "factors": {"model.remove": "auto"}, "design": "one-at-a-time"}
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "none, dec2_skip, dec1_skip" in out and "2 removal(s)" in out
+    home = tmp_path / "home"
+    assert main(["run", str(path), "--home", str(home)]) == 0, capsys.readouterr().err
+    from ablate.project import resolve_project
+
+    project = resolve_project(home=home)
+    trials = optuna.load_study(study_name="removal", storage=project.storage).trials
+    assert sorted(t.params["model.remove"] for t in trials) == ["dec1_skip", "dec2_skip", "none"]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+
+def test_remove_auto_on_a_model_without_skips_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({**removal_study([], skip="none"), "factors": {"model.remove": "auto"}}))
+    home = tmp_path / "home"
+    for command in (["validate", str(path)], ["graph", str(path)], ["run", str(path), "--home", str(home)]):
+        assert main(command) == 2
+        assert "model.remove: auto found no skip connection in model 'unet_none'" in capsys.readouterr().err
+    assert not home.exists()

@@ -17,6 +17,7 @@ from ablate.project import Project, resolve_project
 
 if TYPE_CHECKING:
     from ablate.runtime.studies import StudyOutcome
+    from ablate.spec.loading import LoadedSpec
     from ablate.spec.study_spec import StudySpec
 
 
@@ -32,9 +33,9 @@ def run_command(args: argparse.Namespace, console: Any) -> int:
     from ablate.spec.budget import check_budget
     from ablate.spec.loading import load_spec
 
-    loaded = load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides))
+    loaded = resolved(load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides)))
     check_budget(loaded.spec, allow_large=args.allow_large)
-    _check_removals(loaded.spec)  # a removal that breaks the graph: refused before any study exists
+    check_model_removals(loaded.spec)  # a removal that breaks the graph: refused before any study exists
     project = project_of(args)
     workers = args.workers if args.workers is not None else max(1, len(args.gpus))
     with StudyProgress(console) as progress:
@@ -68,12 +69,12 @@ def validate_command(args: argparse.Namespace, console: Any) -> int:
     from ablate.training.data import check_data
 
     check_profiles(args.study_file, overrides=tuple(args.overrides))  # every profile must apply, not only the chosen one
-    loaded = load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides))
+    loaded = resolved(load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides)))
     spec = loaded.spec
     require_samplers(spec)  # what `ablate run` would refuse, refused here too
     planned = check_budget(spec, allow_large=args.allow_large)
     sources = [check_data(data) for data in spec.data_configs()]  # a missing data.path, sizes past the dataset
-    removals = _check_removals(spec)  # model.remove: each removal made on the built model
+    removals = check_model_removals(spec)  # model.remove: each removal made on the built model
     cells = spec.cells()
     trials = spec.planned_trials
     table = Table(title=f"study {spec.name}" + (f" (profile {loaded.profile})" if loaded.profile else ""), show_header=False)
@@ -116,7 +117,16 @@ def validate_command(args: argparse.Namespace, console: Any) -> int:
     return 0
 
 
-def _check_removals(spec: StudySpec) -> int:
+def resolved(loaded: LoadedSpec) -> LoadedSpec:
+    """`loaded` with `model.remove: auto` made the built model's skip connections (Keras only then)."""
+    if not loaded.spec.removal_auto:
+        return loaded
+    from ablate.families.structure import resolve_auto_removal
+
+    return resolve_auto_removal(loaded)
+
+
+def check_model_removals(spec: StudySpec) -> int:
     """Build and ablate each model a `model.remove` asks for (Keras is imported only then)."""
     if not any(name == "model.remove" for name in spec.factors) and spec.model.remove == "none":
         return 0

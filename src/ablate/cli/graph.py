@@ -41,12 +41,13 @@ def graph_command(args: argparse.Namespace, console: Any) -> int:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from ablate.cli.commands import resolved
     from ablate.families import family_for
     from ablate.models.surgery import RemovalError, components, remove_layers
     from ablate.spec.loading import load_spec
     from ablate.training.data import load_splits
 
-    spec = load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides)).spec
+    spec = resolved(load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides))).spec
     cells = spec.cells() if spec.design != "search" else [spec.reference_probe()]
     if not 1 <= args.cell <= len(cells):
         raise CellChoiceError(f"--cell {args.cell}: study {spec.name} has cells 1 to {len(cells)} (see `ablate validate`)")

@@ -93,13 +93,15 @@ def project_of(args: argparse.Namespace) -> Project:
 
 def submit_command(args: argparse.Namespace, console: Any) -> int:
     """`ablate submit FILE`: store the study and enqueue its missing trials; run nothing."""
+    from ablate.cli.commands import check_model_removals, resolved
     from ablate.redaction import redact
     from ablate.runtime.submit import submit_study  # Optuna, MLflow: not for --help
     from ablate.spec.budget import check_budget
     from ablate.spec.loading import load_spec
 
-    loaded = load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides))
+    loaded = resolved(load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides)))
     check_budget(loaded.spec, allow_large=args.allow_large)
+    check_model_removals(loaded.spec)  # a removal that breaks the graph: refused before anything is stored
     project = project_of(args)
     submitted = submit_study(loaded, project)
     spec = loaded.spec

@@ -112,6 +112,8 @@ def remove_layers(model: keras.Model, names: Iterable[str]) -> keras.Model:
             after which some layer's input shapes no longer fit (naming the layer and why).
     """
     wanted = [n for n in names if n != NONE]
+    if AUTO in wanted:
+        raise RemovalError("model.remove: auto is resolved to layer names when the study is loaded (ablate validate, run, submit); it is no layer")
     removable = {c.name: c for c in components(model)}
     unknown = [n for n in wanted if n not in removable]
     if unknown:

@@ -240,6 +240,22 @@ class StudySpec(Frozen):
             raise ValueError("give at least one objective")
         return value
 
+    @field_validator("factors", mode="before")
+    @classmethod
+    def _auto_removal(cls, factors: Any) -> Any:
+        # `model.remove: auto` is the levels [none, auto]; `auto` stands for one level per skip
+        # connection of the built model, found by `ablate.families.structure.resolve_auto_removal`
+        # (it builds the model: Keras, so not here) before any study is created.
+        if isinstance(factors, dict) and factors.get("model.remove") == AUTO_REMOVAL:
+            return {**factors, "model.remove": ["none", AUTO_REMOVAL]}
+        return factors
+
+    @property
+    def removal_auto(self) -> bool:
+        """Whether the `model.remove` factor still holds `auto` (not yet resolved to layer names)."""
+        factor = self.factors.get("model.remove")
+        return factor is not None and AUTO_REMOVAL in (factor.levels or ())
+
     @field_validator("factors")
     @classmethod
     def _factors_are_settings(cls, factors: dict[str, Factor]) -> dict[str, Factor]:
@@ -579,6 +595,8 @@ class StudySpec(Frozen):
             mode="json", include={*SECTIONS, "objective", "design", "search", "engine"}
         )
 
+
+AUTO_REMOVAL = "auto"  # the `model.remove` factor that means: each skip connection of the built model
 
 # Settings added to the schema after studies were stored, with the default that gives the results
 # those studies had: a stored fingerprint without one of them still agrees while it is at this value.
