@@ -107,6 +107,11 @@ class Splits:
         return tuple(self.x_train.shape[1:])
 
 
+def image_shape(cfg: DataConfig) -> tuple[int, int, int]:
+    """The shape of one image of `cfg`'s dataset, without reading it: every built-in dataset is 28x28 grey."""
+    return (28, 28, 1)
+
+
 def load_splits(cfg: DataConfig) -> Splits:
     """Split the dataset as `cfg` says; cached per process, since every trial of a study shares it."""
     return _load_splits(cfg)
