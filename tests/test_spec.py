@@ -45,7 +45,7 @@ def test_overrides_apply_after_profile_and_are_validated() -> None:
         ({"train": {"epochs": "many"}}, "train.epochs", "valid integer"),
         ({"factors": {"model.skip": []}}, "factors", "no levels"),
         ({"train": {"learning_rate": -1}}, "train.learning_rate", "greater than 0"),
-        ({"data": {"dataset": "cifar"}}, "data.dataset", "'mnist-embedded', 'mnist' or 'fashion-mnist'"),
+        ({"data": {"dataset": "cifar"}}, "data.dataset", "'mnist-embedded', 'mnist', 'fashion-mnist', 'arrays', 'images' or 'python'"),
         ({"factors": {"model.skipp": ["none"]}}, "factors", "not a setting"),
         ({"factors": {"model.skip": ["none", "sideways"]}}, "factors.model.skip[1]", "'none', 'concat' or 'add'"),
         ({"factors": {"model.depth": [2, 3]}}, "factors.model.depth[1]", "non-integer size"),

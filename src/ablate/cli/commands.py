@@ -36,6 +36,7 @@ def run_command(args: argparse.Namespace, console: Any) -> int:
     loaded = resolved(load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides)))
     check_budget(loaded.spec, allow_large=args.allow_large)
     check_model_removals(loaded.spec)  # a removal that breaks the graph: refused before any study exists
+    check_custom_models(loaded.spec)  # a builder, loss or objective that cannot work: refused likewise
     project = project_of(args)
     workers = args.workers if args.workers is not None else max(1, len(args.gpus))
     with StudyProgress(console) as progress:
@@ -66,15 +67,16 @@ def validate_command(args: argparse.Namespace, console: Any) -> int:
     from ablate.spec.budget import check_budget
     from ablate.spec.loading import check_profiles, load_spec
     from ablate.spec.samplers import require_samplers
-    from ablate.training.data import check_data
+    from ablate.training.arrays import describe_data
 
     check_profiles(args.study_file, overrides=tuple(args.overrides))  # every profile must apply, not only the chosen one
     loaded = resolved(load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides)))
     spec = loaded.spec
     require_samplers(spec)  # what `ablate run` would refuse, refused here too
     planned = check_budget(spec, allow_large=args.allow_large)
-    sources = [check_data(data) for data in spec.data_configs()]  # a missing data.path, sizes past the dataset
+    sources = [describe_data(data) for data in spec.data_configs()]  # a missing data.path, sizes past the dataset
     removals = check_model_removals(spec)  # model.remove: each removal made on the built model
+    custom = check_custom_models(spec)  # model.family: custom: built, compiled, one batch run
     cells = spec.cells()
     trials = spec.planned_trials
     table = Table(title=f"study {spec.name}" + (f" (profile {loaded.profile})" if loaded.profile else ""), show_header=False)
@@ -84,9 +86,14 @@ def validate_command(args: argparse.Namespace, console: Any) -> int:
     size = "all" if spec.data.train_size is None else str(spec.data.train_size)
     ensemble = _ensemble_rows(spec)
     # The diffusion family noises with its own chain (diffusion.*), not data.noise.
-    noise = "" if spec.model.family == "diffusion" else f", noise {spec.data.noise.factor}"
+    noise = "" if spec.model.family == "diffusion" or spec.task != "denoise" else f", noise {spec.data.noise.factor}"
     table.add_row("data", ensemble.get("data") or f"{spec.data.dataset}, {size} train / {spec.data.val_size} val / {spec.data.test_size} test{noise}")
-    table.add_row("model", ensemble.get("model") or ", ".join(f"{k}={v}" for k, v in spec.model.model_dump().items()))
+    if spec.model.family == "custom":
+        table.add_row("task", spec.task)
+        model = spec.run_config({}, seed=spec.seed).flat()
+        table.add_row("model", ", ".join(f"{k.removeprefix('model.')}={v}" for k, v in model.items() if k.startswith("model.") and k != "model.builder_digest"))
+    else:
+        table.add_row("model", ensemble.get("model") or ", ".join(f"{k}={v}" for k, v in spec.model.model_dump().items()))
     table.add_row("train", ensemble.get("train") or ", ".join(f"{k}={v}" for k, v in spec.train.model_dump().items()))
     if spec.model.family == "diffusion":
         table.add_row("diffusion", ", ".join(f"{k}={v}" for k, v in spec.diffusion.model_dump().items()))
@@ -109,6 +116,8 @@ def validate_command(args: argparse.Namespace, console: Any) -> int:
     per_trial = f"{spec.train.epochs} per trial" + (", at most" if spec.design == "search" else "")
     table.add_row("work", ensemble.get("work") or f"{planned.describe()} ({per_trial}) {images}")
     table.add_row("data source", "; ".join(dict.fromkeys(sources)))
+    if custom:
+        table.add_row("custom model", custom)
     if removals:
         table.add_row("model.remove", f"{removals} removal(s) made on the built model: the shapes meet")
     table.add_row("profiles", ", ".join(spec.profiles) or "-")
@@ -133,6 +142,15 @@ def check_model_removals(spec: StudySpec) -> int:
     from ablate.families.structure import check_removals  # Keras: only for a study that removes layers
 
     return check_removals(spec)
+
+
+def check_custom_models(spec: StudySpec) -> str | None:
+    """A custom study's models built, compiled and run on one batch (`ablate.families.custom.check_study`)."""
+    if spec.model.family != "custom":
+        return None
+    from ablate.families.custom import check_study  # Keras and the user's builder: only for a custom study
+
+    return check_study(spec)
 
 
 def _ensemble_rows(spec: StudySpec) -> dict[str, str]:

@@ -42,10 +42,9 @@ def graph_command(args: argparse.Namespace, console: Any) -> int:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from ablate.cli.commands import resolved
-    from ablate.families import family_for
+    from ablate.families import family_for, input_shape
     from ablate.models.surgery import RemovalError, components, remove_layers
     from ablate.spec.loading import load_spec
-    from ablate.training.data import image_shape
 
     spec = resolved(load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides))).spec
     cells = spec.cells() if spec.design != "search" else [spec.reference_probe()]
@@ -53,7 +52,7 @@ def graph_command(args: argparse.Namespace, console: Any) -> int:
         raise CellChoiceError(f"--cell {args.cell}: study {spec.name} has cells 1 to {len(cells)} (see `ablate validate`)")
     cell = cells[args.cell - 1]
     run = spec.run_config(cell, seed=spec.seed)
-    model = family_for(run.model.family).build(run, image_shape(run.data))
+    model = family_for(run.model.family).build(run, input_shape(run))
     total = int(model.count_params())
     label = ", ".join(f"{name}={value}" for name, value in cell.items()) or "the study's settings"
     print(f"model {model.name} of study {spec.name}, cell {args.cell} ({label}): {total:,} parameters")

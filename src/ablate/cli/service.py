@@ -93,7 +93,7 @@ def project_of(args: argparse.Namespace) -> Project:
 
 def submit_command(args: argparse.Namespace, console: Any) -> int:
     """`ablate submit FILE`: store the study and enqueue its missing trials; run nothing."""
-    from ablate.cli.commands import check_model_removals, resolved
+    from ablate.cli.commands import check_custom_models, check_model_removals, resolved
     from ablate.redaction import redact
     from ablate.runtime.submit import submit_study  # Optuna, MLflow: not for --help
     from ablate.spec.budget import check_budget
@@ -102,6 +102,7 @@ def submit_command(args: argparse.Namespace, console: Any) -> int:
     loaded = resolved(load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides)))
     check_budget(loaded.spec, allow_large=args.allow_large)
     check_model_removals(loaded.spec)  # a removal that breaks the graph: refused before anything is stored
+    check_custom_models(loaded.spec)  # a custom builder, loss or objective that cannot work: likewise
     project = project_of(args)
     submitted = submit_study(loaded, project)
     spec = loaded.spec

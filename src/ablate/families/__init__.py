@@ -4,6 +4,7 @@
 - `diffusion`: the same network as an incremental denoiser (x_t -> x_{t-1}), evaluated by running
   the reverse chain from the noisiest step (`diffusion_process`).
 - `ensemble`: a weighted sum of trained members (`ensemble_weights` scores and searches the weights).
+- `custom`: the user's own functional model (`model.builder`), on their data, for their `task`.
 
 Each family is one module with a `train(run, context)` function and its `FAMILY` entry (the
 contract: `ablate.training.family.Family`). The families build Keras models, so importing the
@@ -17,10 +18,15 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from ablate.errors import AblateError
-from ablate.families import diffusion, ensemble, unet
+from ablate.families import custom, diffusion, ensemble, unet
+from ablate.spec.run_config import RunConfig
+from ablate.training.arrays import load_arrays
+from ablate.training.data import image_shape
 from ablate.training.family import Family
 
-FAMILIES: Mapping[str, Family] = MappingProxyType({family.name: family for family in (unet.FAMILY, diffusion.FAMILY, ensemble.FAMILY)})
+FAMILIES: Mapping[str, Family] = MappingProxyType(
+    {family.name: family for family in (unet.FAMILY, diffusion.FAMILY, ensemble.FAMILY, custom.FAMILY)}
+)
 
 
 class UnknownFamilyError(AblateError):
@@ -39,4 +45,10 @@ def family_for(name: str) -> Family:
         raise UnknownFamilyError(f"no model family {name!r}; the families are {', '.join(sorted(FAMILIES))}") from None
 
 
-__all__ = ["FAMILIES", "UnknownFamilyError", "family_for"]
+def input_shape(run: RunConfig) -> tuple[int, ...]:
+    """The shape of one input of `run`'s model: the built-in families' 28x28 grey image without reading
+    the data; a custom model's from its data (read once per process)."""
+    return load_arrays(run.data).shape if run.model.family == "custom" else image_shape(run.data)
+
+
+__all__ = ["FAMILIES", "UnknownFamilyError", "family_for", "input_shape"]

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from ablate.families import family_for
+from ablate.families import family_for, input_shape
 from ablate.models.surgery import RemovalError, skip_connections
 from ablate.spec.loading import LoadedSpec
 from ablate.spec.run_config import ModelConfig
 from ablate.spec.study_spec import AUTO_REMOVAL, StudySpec
-from ablate.training.data import image_shape
 
 
 def resolve_auto_removal(loaded: LoadedSpec) -> LoadedSpec:
@@ -34,7 +33,7 @@ def resolve_auto_removal(loaded: LoadedSpec) -> LoadedSpec:
     cells = spec.cells() if spec.design != "search" else [spec.reference_probe()]
     cell = {**cells[0], "model.remove": "none"}
     run = spec.run_config(cell, seed=spec.seed)
-    model = family_for(run.model.family).build(run, image_shape(run.data))
+    model = family_for(run.model.family).build(run, input_shape(run))
     skips = skip_connections(model)
     if not skips:
         raise RemovalError(
@@ -64,5 +63,5 @@ def check_removals(spec: StudySpec) -> int:
         if not run.model.removed or run.model in checked:
             continue
         checked.append(run.model)
-        family_for(run.model.family).build(run, image_shape(run.data))  # builds, then removes
+        family_for(run.model.family).build(run, input_shape(run))  # builds, then removes
     return len(checked)

@@ -161,6 +161,7 @@ def build_answer(
         "objective": {"metric": metric, "direction": direction},
         "objectives": objectives,
         "family": spec.model.family,
+        "task": spec.task,
         "design": {
             "kind": spec.design,
             "enumerated": enumerated(spec),
@@ -368,6 +369,7 @@ def _study_file(spec: StudySpec, params: Mapping[str, Level], description: str) 
     fragment: dict[str, Any] = {
         "name": f"{spec.name}-best"[:100],
         "description": description,
+        **({"task": spec.task} if spec.task != "denoise" else {}),
         **{section: value for section, value in spec.to_file().items() if section in sections},
         "repeats": spec.repeats,
         "seed": spec.seed,

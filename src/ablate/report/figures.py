@@ -27,6 +27,11 @@ GRID_GAP, GRID_SCALE, GRID_ROWS = 2, 2, 3  # as `ablate.training.images.reconstr
 
 # An ensemble's final.png has a fourth row: clean | noisy | best single member | ensemble.
 FAMILY_ROWS = {"ensemble": (("best member", 2), ("ensemble", 3))}
+# The pictures a classifier's and a regressor's runs log (`ablate.families.custom`), shown per variant.
+TASK_PICTURES = {
+    "classify": ("predictions/final.png", "predictions/confusion.png"),
+    "regress": ("predictions/regression.png",),
+}
 
 
 def effects_figure(answer: dict[str, Any]) -> Any:
@@ -396,21 +401,63 @@ def reconstruction_rows(answer: dict[str, Any], grids: dict[str, np.ndarray]) ->
     cells = [cell for cell in answer["median_runs"] if cell in grids]
     if not cells:
         return []
-    own = FAMILY_ROWS.get(answer.get("family", "unet"), (("", 2),))  # the variant's outputs, and their names
+    reconstruct = answer.get("task") == "reconstruct"  # a custom autoencoder: input, output (no noisy row)
+    inputs = (("input", 0),) if reconstruct else INPUT_ROWS
+    own = (("", 1),) if reconstruct else FAMILY_ROWS.get(answer.get("family", "unet"), (("", 2),))  # the outputs, named
     count = 1 + max(index for _, index in own)
     parts = {cell: split_rows(grids[cell], count) for cell in cells}
     first = parts[cells[0]]
-    shared = [(name, index) for name, index in INPUT_ROWS
+    shared = [(name, index) for name, index in inputs
               if all(np.array_equal(parts[cell][index], first[index]) for cell in cells)]
     rows = [(name, first[index]) for name, index in shared]
     metric = answer["objective"]["metric"]
     for cell in cells:
         run = answer["median_runs"][cell]
-        rows += [(f"{cell}: {name}", parts[cell][index]) for name, index in INPUT_ROWS if (name, index) not in shared]
+        rows += [(f"{cell}: {name}", parts[cell][index]) for name, index in inputs if (name, index) not in shared]
         for name, index in own:
             label = f"{cell}: {name or 'reconstruction'}\n(seed {run['seed']}, median of {run['of']}; {metric} {run['value']:.4f})"
             rows.append((label, parts[cell][index]))
     return rows
+
+
+def predictions_png(answer: dict[str, Any], images: dict[str, dict[str, Path]], path: Path) -> Path | None:
+    """One picture, a row per variant (its median-seed run): the task's pictures (`TASK_PICTURES`) side by side.
+
+    Args:
+        images: cell -> artifact path -> the downloaded PNG (missing pictures left out).
+    """
+    import matplotlib  # only for PNGs; the Agg backend must be chosen before pyplot loads
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    names = TASK_PICTURES.get(str(answer.get("task")), ())
+    cells = [cell for cell in answer["median_runs"] if images.get(cell)]
+    if not cells or not names:
+        return None
+    metric = answer["objective"]["metric"]
+    loaded = {cell: [np.asarray(Image.open(images[cell][n]).convert("RGB")) if n in images[cell] else None for n in names] for cell in cells}
+    widths = [max((pic.shape[1] for pics in loaded.values() if (pic := pics[i]) is not None), default=1) for i in range(len(names))]
+    heights = [max(p.shape[0] for p in pics if p is not None) for pics in loaded.values()]
+    dpi = 100
+    fig, axes = plt.subplots(
+        len(cells), len(names), squeeze=False, dpi=dpi, gridspec_kw={"width_ratios": widths, "height_ratios": heights},
+        figsize=(sum(widths) / dpi + 0.5, sum(heights) / dpi + 0.5 * len(cells)),
+    )
+    for row, cell in enumerate(cells):
+        run = answer["median_runs"][cell]
+        for column, picture in enumerate(loaded[cell]):
+            axis = axes[row][column]
+            axis.axis("off")
+            if picture is not None:
+                axis.imshow(picture)
+            if column == 0:
+                axis.set_title(f"{cell} (seed {run['seed']}, median of {run['of']}; {metric} {run['value']:.4f})", fontsize=8, loc="left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def reconstructions_png(answer: dict[str, Any], images: dict[str, Path], path: Path) -> Path | None:

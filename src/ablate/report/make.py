@@ -133,9 +133,16 @@ def _write_pictures(answer: dict[str, Any], project: Any, folder: Path) -> list[
     """
     folder.mkdir(parents=True, exist_ok=True)
     pictures: dict[str, Path | None] = dict(figures.write_pngs(answer, folder))
-    if answer["diffusion"] is None:
+    runs = {cell: run["run_id"] for cell, run in answer["median_runs"].items() if run["run_id"]}
+    if answer.get("task") in figures.TASK_PICTURES:  # a classifier's or regressor's pictures, not reconstructions
         with tempfile.TemporaryDirectory(prefix="ablate-report-") as scratch:
-            runs = {cell: run["run_id"] for cell, run in answer["median_runs"].items() if run["run_id"]}
+            found: dict[str, dict[str, Path]] = {cell: {} for cell in runs}
+            for artifact in figures.TASK_PICTURES[answer["task"]]:
+                for cell, file in download_final_images(project, runs, Path(scratch) / artifact.replace("/", "_"), artifact).items():
+                    found[cell][artifact] = file
+            pictures["reconstructions"] = figures.predictions_png(answer, found, folder / "predictions.png")
+    elif answer["diffusion"] is None:
+        with tempfile.TemporaryDirectory(prefix="ablate-report-") as scratch:
             images = download_final_images(project, runs, Path(scratch))
             # None: looked for, but no run had its final.png (the page and the Markdown say so)
             pictures["reconstructions"] = figures.reconstructions_png(answer, images, folder / "reconstructions.png")

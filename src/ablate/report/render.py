@@ -252,20 +252,32 @@ def curves_markdown(answer: dict[str, Any]) -> list[str]:
 
 def reconstructions_markdown(answer: dict[str, Any]) -> list[str]:
     """The reconstructions' Markdown lines: the picture when it was written, else the runs it would show."""
-    lines = ["## Reconstructions side by side", ""]
+    title, alt, artifact = picture_words(answer)
+    lines = [f"## {title}", ""]
     file = (answer.get("pictures") or {}).get("reconstructions")
     if file:
-        return [*lines, f"![the same validation images: inputs and each variant's output]({file})", "",
+        return [*lines, f"![{alt}]({file})", "",
                 "The same fixed validation images in every trial; each variant shows its median-seed run."]
     runs = answer["median_runs"]
     if not runs:
         return [*lines, "No complete run to show yet."]
     if "reconstructions" in (answer.get("pictures") or {}):  # looked for, but no run had a reconstructions/final.png
-        return [*lines, "No reconstruction picture found in MLflow (reconstructions/final.png)."]
+        return [*lines, f"No picture found in MLflow ({artifact})."]
     lines.append("Each variant's median-seed run (`--format md --out DIR` writes `reconstructions.png` beside the Markdown):")
     lines += [""] + [f"- {md(cell)}: trial {run['trial']}, seed {run['seed']} (median of {run['of']}), MLflow run {md(run['run_id'])}"
                      for cell, run in runs.items()]
     return lines
+
+
+def picture_words(answer: dict[str, Any]) -> tuple[str, str, str]:
+    """The per-variant picture's section title, alt text and MLflow artifact, by the study's task."""
+    task = answer.get("task", "denoise")
+    if task == "classify":
+        return ("Predictions side by side", "each variant's predicted labels of the same validation images, and its confusion matrix",
+                "predictions/final.png, predictions/confusion.png")
+    if task == "regress":
+        return ("Predictions side by side", "each variant's predicted against true validation targets", "predictions/regression.png")
+    return ("Reconstructions side by side", "the same validation images: inputs and each variant's output", "reconstructions/final.png")
 
 
 def importances_markdown(imp: dict[str, Any]) -> list[str]:
@@ -441,6 +453,7 @@ def to_html(
         charts=charts,
         plotly_js=get_plotlyjs(),
         reconstructions=picture,
+        picture_words=picture_words(answer),
         pictures=inlined,
         # Inside <script type="application/json"> only "</" could end the element early.
         answer_json=json.dumps(answer, default=str).replace("</", "<\\/"),

@@ -35,7 +35,7 @@ from ablate.runtime.work import StudyWork
 from ablate.spec.loading import LoadedSpec
 from ablate.spec.samplers import require_samplers
 from ablate.tracking.tracker import Tracker
-from ablate.training.data import load_splits
+from ablate.training.arrays import load_arrays
 
 if TYPE_CHECKING:
     import optuna
@@ -74,7 +74,7 @@ def run_study(
         return run_keras_tuner(loaded, project, progress=progress, workers=workers, gpus=gpus)
     quiet_libraries()
     for cell in spec.cells():
-        load_splits(spec.run_config(cell, seed=spec.seed).data)  # fail before creating anything
+        load_arrays(spec.run_config(cell, seed=spec.seed).data)  # fail before creating anything
     reach_tracking(project.tracking_uri)  # seconds, not MLflow's minutes of retries; before the folder or the lock
     project.ensure()
     with study_lock(project, spec.name):

@@ -20,6 +20,7 @@ from ablate.runtime.sampling import pruner_for, sampler_for
 from ablate.runtime.storage import retry
 from ablate.runtime.studies import StudyNotFoundError
 from ablate.spec.attributes import ERROR_ATTR, PARENT_RUN_ATTR, SPEC_ATTR
+from ablate.spec.references import check_builder
 from ablate.spec.study_spec import StudySpec
 from ablate.tracking.environment import environment_tags
 from ablate.tracking.tracker import Tracker
@@ -84,6 +85,7 @@ def attach(name: str, storage: RDBStorage, tracker: Tracker) -> StudyWork:
             f"study {name!r} holds no ablate study spec (user attr {SPEC_ATTR!r}); submit it with `ablate submit`"
         )
     spec = StudySpec.model_validate(attrs[SPEC_ATTR])
+    check_builder(spec.model)  # a custom model's builder: this machine's copy must be the study's
     if spec.engine != "optuna":
         raise NotAnAblateStudyError(
             f"study {name!r} runs on engine {spec.engine}, whose trials come from its own tuner in one "

@@ -6,6 +6,7 @@ An override is checked exactly like the file, so every error names the field pat
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from pydantic import ValidationError
 
 from ablate.spec.dotted import flatten, set_dotted
 from ablate.spec.errors import SpecError, format_validation_error, shorten
+from ablate.spec.references import PATH_SETTINGS, REFERENCE_SETTINGS, resolve_setting, resolve_tree, source_digest
+from ablate.spec.run_config import REFERENCE_PATTERN
 from ablate.spec.study_spec import StudySpec
 
 MAX_VALUES = 100_000  # values a study file may expand to (its largest shipped one has a few hundred)
@@ -164,18 +167,45 @@ def spec_from_dict(
         if "name" not in changes:
             raw["name"] = f"{raw.get('name')}-{profile}"
         where += f" with profile {profile!r}"
+    # Files named in the study file are relative to its folder; named in --set, to the working directory.
+    resolve_tree(raw, path.parent.resolve() if path is not None else Path.cwd())
     for item in overrides:
         name, value = parse_override(item)
+        setting = name.removeprefix("factors.")
+        if setting in (*PATH_SETTINGS, *REFERENCE_SETTINGS):
+            value = [resolve_setting(setting, v, Path.cwd()) for v in value] if isinstance(value, list) else resolve_setting(setting, value, Path.cwd())
         set_dotted(raw, name, value)
     if overrides and expanded_size(raw) > MAX_VALUES:
         raise SpecError(f"{source}: with --set, expands to more than {MAX_VALUES:,} values (YAML aliases in a --set value?)")
     if overrides:
         where += " with " + " ".join(f"--set {item}" for item in overrides)
+    _set_builder_digest(raw, where)
     try:
         spec = StudySpec.model_validate(raw)
     except ValidationError as error:
         raise SpecError(format_validation_error(error, where)) from None
     return LoadedSpec(spec=spec, path=path, profile=profile, overrides=tuple(overrides))
+
+
+def _set_builder_digest(raw: dict[str, Any], where: str) -> None:
+    """Set `model.builder_digest` from the builder's source file (any value given is replaced)."""
+    model = raw.get("model")
+    factors = raw.get("factors")
+    for name in ("model.builder", "model.builder_digest"):
+        if isinstance(factors, dict) and name in factors:
+            raise SpecError(
+                f"{where}: factors.{name}: the builder is fixed for a study (workers check its file's fingerprint); "
+                "compare models through model.params, or run one study per builder"
+            )
+    if not isinstance(model, dict):
+        return
+    model.pop("builder_digest", None)
+    builder = model.get("builder")
+    if isinstance(builder, str) and re.match(REFERENCE_PATTERN, builder):
+        try:
+            model["builder_digest"] = source_digest(builder)
+        except SpecError as error:
+            raise SpecError(f"{where}: {error}") from None
 
 
 def parse_override(item: str) -> tuple[str, Any]:

@@ -7,6 +7,7 @@ the frozen configs that builders take. One dotted name per setting everywhere: t
 
 from __future__ import annotations
 
+import re
 import typing
 from typing import Any, Literal
 
@@ -16,7 +17,13 @@ from ablate.spec.dotted import flatten
 
 MAX_SEED = 2**32 - 1  # NumPy's and Keras' global seeding (`keras.utils.set_random_seed`) take 0 .. 2**32 - 1
 SECTIONS = ("data", "model", "train", "diffusion", "ensemble")  # a study file's sections of fixed settings
-DatasetName = Literal["mnist-embedded", "mnist", "fashion-mnist"]
+DatasetName = Literal["mnist-embedded", "mnist", "fashion-mnist", "arrays", "images", "python"]
+BUILTIN_DATASETS = ("mnist-embedded", "mnist", "fashion-mnist")  # 28x28 grey digits or clothes, no labels read
+LABELLED_DATASETS = ("arrays", "images", "python")  # the user's own data: inputs, and labels or targets
+TaskName = Literal["denoise", "reconstruct", "classify", "regress"]
+# MODULE:FUNCTION, MODULE a dotted importable name or a path to a .py file (a study's `model.builder`, `data.loader`).
+REFERENCE_PATTERN = r"^[^:\s]+\.py:[A-Za-z_][A-Za-z0-9_]*$|^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
+PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 
 
 class Frozen(BaseModel):
@@ -56,20 +63,49 @@ class NoiseConfig(Frozen):
 
 
 class DataConfig(Frozen):
-    """Which images, how many, and how they are split and corrupted.
+    """Which images (or arrays), how many, and how they are split and corrupted.
 
-    `train_size` None means every image left for training after the validation and test splits.
-    `path` is a local `mnist.npz`-style file or a folder of IDX files (only for `mnist` and
-    `fashion-mnist`); without it the Keras loader and its cache are used.
+    `train_size` None means every example left for training after the validation and test splits.
+    Built-in datasets: `path` is a local `mnist.npz`-style file or a folder of IDX files (only for
+    `mnist` and `fashion-mnist`); without it the Keras loader and its cache are used.
+    The user's own data (`ablate.training.arrays`): `arrays` reads the `.npz` at `path` (arrays
+    `x_train` [`y_train`] [`x_test` `y_test`], or `x` [`y`]); `images` reads a folder at `path`
+    with one sub-folder per class, each image resized to `image_size`; `python` calls `loader`
+    (MODULE:FUNCTION) for the same arrays. A relative `path` or loader module in a study file is
+    relative to the study file's folder.
     """
 
     dataset: DatasetName = "mnist-embedded"
-    path: str | None = None
+    path: str | None = Field(None, min_length=1, max_length=4096)
+    loader: str | None = Field(None, pattern=REFERENCE_PATTERN, max_length=4096, description="dataset: python")
+    image_size: tuple[int, int] | None = Field(None, description="dataset: images: (height, width)")
     train_size: int | None = Field(None, ge=1)
     val_size: int = Field(1000, ge=1)
     test_size: int = Field(1000, ge=0)
     split_seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the split and of the validation noise")
     noise: NoiseConfig = NoiseConfig()
+
+    @model_validator(mode="after")
+    def _source_settings(self) -> DataConfig:
+        if self.dataset == "python" and not self.loader:
+            raise ValueError("data.dataset: python needs data.loader, the MODULE:FUNCTION that returns the arrays")
+        if self.dataset != "python" and self.loader:
+            raise ValueError(f"data.loader applies to data.dataset: python, not {self.dataset}")
+        if self.dataset in ("arrays", "images") and not self.path:
+            what = "an .npz of arrays" if self.dataset == "arrays" else "a folder with one sub-folder per class"
+            raise ValueError(f"data.dataset: {self.dataset} needs data.path, {what}")
+        if self.dataset in ("mnist-embedded", "python") and self.path:
+            raise ValueError(f"data.path does not apply to data.dataset: {self.dataset}; drop it")
+        if self.dataset == "images" and self.image_size is None:
+            raise ValueError("data.dataset: images needs data.image_size, [height, width] every image is resized to (e.g. [64, 64])")
+        if self.dataset != "images" and self.image_size is not None:
+            raise ValueError(f"data.image_size applies to data.dataset: images, not {self.dataset}")
+        if self.image_size is not None and not all(1 <= side <= 4096 for side in self.image_size):
+            raise ValueError(f"data.image_size {list(self.image_size)}: each side must be 1 .. 4096 pixels")
+        return self
+
+
+ParamValue = str | int | float | bool | None
 
 
 class ModelConfig(Frozen):
@@ -92,9 +128,18 @@ class ModelConfig(Frozen):
     joined by `+` (`dec1_skip+dec2_skip`); a removed merge layer passes its latest input on alone,
     a removed shape-preserving layer is the identity (`ablate.models.surgery`; `ablate graph` lists
     what a model can lose).
+
+    `custom` is the user's own functional model: `builder` (MODULE:FUNCTION) is called as
+    `build(params, input_shape)` with `params` (free-form settings, each a factor
+    `model.params.NAME`) and returns an uncompiled `keras.Model`; the U-Net settings do not apply.
+    `builder_digest` is the SHA-256 of the builder's source file, set when the study file is
+    read (a value in the file is replaced), so a worker whose copy differs refuses to train.
     """
 
-    family: Literal["unet", "diffusion", "ensemble"] = "unet"
+    family: Literal["unet", "diffusion", "ensemble", "custom"] = "unet"
+    builder: str | None = Field(None, pattern=REFERENCE_PATTERN, max_length=4096)
+    builder_digest: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    params: dict[str, ParamValue | list[ParamValue]] = Field(default_factory=dict)
     depth: int = Field(2, ge=1, le=4)
     filters: int = Field(64, ge=1, le=1024)
     skip: Literal["none", "concat", "add"] = "concat"
@@ -111,6 +156,27 @@ class ModelConfig(Frozen):
     def removed(self) -> tuple[str, ...]:
         """The layer names `remove` names (none for `none`)."""
         return () if self.remove == "none" else tuple(self.remove.split("+"))
+
+    def __hash__(self) -> int:  # `params` is a dict, which pydantic's frozen hash cannot hash
+        return hash(self.model_dump_json())
+
+    @field_validator("params")
+    @classmethod
+    def _param_names(cls, params: dict[str, Any]) -> dict[str, Any]:
+        for name in params:
+            if not re.match(PARAM_NAME_PATTERN, name):
+                raise ValueError(f"model.params.{name}: a param name is a Python identifier of at most 64 characters")
+        return params
+
+    @model_validator(mode="after")
+    def _custom_settings(self) -> ModelConfig:
+        if self.family == "custom" and not self.builder:
+            raise ValueError("model.family: custom needs model.builder, the MODULE:FUNCTION that builds your model")
+        if self.family != "custom":
+            for name, value in (("builder", self.builder), ("params", self.params)):
+                if value:
+                    raise ValueError(f"model.{name} applies to model.family: custom, not {self.family}")
+        return self
 
     @model_validator(mode="after")
     def _block_matches_residual_blocks(self) -> ModelConfig:
@@ -186,12 +252,28 @@ class TrainConfig(Frozen):
     batch_size: int = Field(128, ge=1, le=65_536)
     learning_rate: float = Field(1e-3, gt=0.0)
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
-    loss: Literal["binary_crossentropy", "mse"] = "binary_crossentropy"
+    # The built-in families take binary_crossentropy or mse; a custom model any Keras loss identifier
+    # (checked against Keras when the study is validated, `ablate.families.custom`).
+    loss: str = Field("binary_crossentropy", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+    metrics: tuple[str, ...] = Field(
+        (), description="Keras metric identifiers a custom model is compiled with; logged as train_NAME / val_NAME"
+    )
+
+    @field_validator("metrics")
+    @classmethod
+    def _metric_names(cls, metrics: tuple[str, ...]) -> tuple[str, ...]:
+        for name in metrics:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$", name):
+                raise ValueError(f"train.metrics: {name!r} is not a Keras metric identifier (letters, digits, _)")
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"train.metrics lists a metric twice: {list(metrics)}")
+        return metrics
 
 
 class RunConfig(Frozen):
     """Everything one trial needs to rebuild its data, model and training: the unit of work."""
 
+    task: TaskName = "denoise"
     data: DataConfig
     model: ModelConfig
     train: TrainConfig
@@ -201,6 +283,8 @@ class RunConfig(Frozen):
 
     @model_validator(mode="after")
     def _depth_fits_images(self) -> RunConfig:
+        if self.model.family == "custom":
+            return self  # the user's builder owns its shapes; `ablate validate` builds it to check them
         # 28x28 images survive two halvings exactly; deeper U-Nets would need padding.
         if 28 % (2**self.model.depth):
             raise ValueError(
@@ -209,11 +293,56 @@ class RunConfig(Frozen):
             )
         return self
 
+    @model_validator(mode="after")
+    def _task_fits_family(self) -> RunConfig:
+        family, data, train = self.model.family, self.data, self.train
+        if family != "custom":
+            if self.task != "denoise":
+                raise ValueError(
+                    f"task: {self.task} needs model.family: custom (your own model); model.family {family} denoises"
+                )
+            if data.dataset not in BUILTIN_DATASETS:
+                raise ValueError(
+                    f"data.dataset: {data.dataset} needs model.family: custom; model.family {family} trains on "
+                    f"28x28 grey images ({', '.join(BUILTIN_DATASETS)})"
+                )
+            if train.loss not in BUILTIN_LOSSES:
+                raise ValueError(
+                    f"train.loss {train.loss!r}: model.family {family} takes {' or '.join(BUILTIN_LOSSES)} "
+                    "(any Keras loss is for model.family: custom)"
+                )
+            if train.metrics:
+                raise ValueError(f"train.metrics applies to model.family: custom; model.family {family} logs mse and psnr")
+        elif self.task in ("classify", "regress") and data.dataset not in LABELLED_DATASETS:
+            raise ValueError(
+                f"task: {self.task} needs labelled data: data.dataset arrays, images or python, not {data.dataset} "
+                "(whose labels ablate does not read)"
+            )
+        return self
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The Keras metrics a custom model is compiled with: `train.metrics`, else the task's own."""
+        return self.train.metrics or TASK_METRICS[self.task]
+
     def flat(self) -> dict[str, Any]:
         """Every setting under its dotted name (`model.skip`, `data.noise.factor`, `seed`).
 
-        The `diffusion` and `ensemble` sections appear only for their own family, so an
-        autoencoder's run is not cluttered with settings it never reads.
+        The `diffusion` and `ensemble` sections appear only for their own family, the U-Net's
+        settings not for a custom model, and the custom model's and the user's data's settings
+        only where they are set, so a run is not cluttered with settings it never reads.
         """
         unused = {"diffusion", "ensemble"} - {self.model.family}
-        return flatten(self.model_dump(mode="json", exclude=unused))
+        flat = flatten(self.model_dump(mode="json", exclude=unused))
+        if self.model.family == "custom":
+            flat = {k: v for k, v in flat.items() if not k.startswith("model.") or k.split(".")[1] in CUSTOM_MODEL_SETTINGS}
+        return {k: v for k, v in flat.items() if not (k in OPTIONAL_SETTINGS and v in (None, []))}
+
+
+BUILTIN_LOSSES = ("binary_crossentropy", "mse")
+# What a custom model is compiled with when `train.metrics` is empty.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "denoise": ("mse",), "reconstruct": ("mse",), "classify": ("accuracy",), "regress": ("mae",),
+}
+CUSTOM_MODEL_SETTINGS = ("family", "builder", "builder_digest", "params", "remove")
+OPTIONAL_SETTINGS = ("data.loader", "data.image_size", "model.builder", "model.builder_digest", "train.metrics")

@@ -19,7 +19,10 @@ from ablate.spec.ensemble_rules import check_ensemble_spec
 from ablate.spec.errors import _first_message
 from ablate.spec.levels import Level, cell_key, format_level, same_level
 from ablate.spec.run_config import (
+    CUSTOM_MODEL_SETTINGS,
     MAX_SEED,
+    OPTIONAL_SETTINGS,
+    PARAM_NAME_PATTERN,
     SECTIONS,
     DataConfig,
     DiffusionConfig,
@@ -27,6 +30,7 @@ from ablate.spec.run_config import (
     Frozen,
     ModelConfig,
     RunConfig,
+    TaskName,
     TrainConfig,
     flatten,
 )
@@ -47,10 +51,9 @@ MAX_CELLS = 10_000
 MAX_INT_LEVELS = 1_000
 
 
-Metric = Literal[
-    "val_loss", "val_mse", "val_psnr", "train_loss", "train_mse", "train_psnr", "parameters",
-    "val_chain_loss", "val_chain_mse", "test_loss", "test_mse",
-]
+# A built-in family's objective is one of its FAMILY_METRICS; a custom model's is `parameters` or
+# SPLIT_NAME, NAME `loss` or one of its compiled metrics (`RunConfig.metrics`), as Keras logs them.
+METRIC_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,120}$"
 
 
 class ObjectiveSpec(Frozen):
@@ -60,7 +63,7 @@ class ObjectiveSpec(Frozen):
     trade loss against size.
     """
 
-    metric: Metric = "val_loss"
+    metric: str = Field("val_loss", pattern=METRIC_PATTERN)
     direction: Literal["minimize", "maximize"] = "minimize"
 
 
@@ -213,6 +216,7 @@ class StudySpec(Frozen):
 
     name: str = Field(pattern=NAME_PATTERN, description="how every command refers to the study")
     description: str = ""
+    task: TaskName = Field("denoise", description="what a custom model learns: denoise, reconstruct, classify, regress")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -261,12 +265,15 @@ class StudySpec(Frozen):
     def _factors_are_settings(cls, factors: dict[str, Factor]) -> dict[str, Factor]:
         settings = _setting_names()
         for index, (name, factor) in enumerate(factors.items()):
-            if name not in settings:
+            if name.startswith("model.params."):
+                if not re.match(PARAM_NAME_PATTERN, name.removeprefix("model.params.")):
+                    raise ValueError(f"factor {name!r}: a model.params name is a Python identifier (letters, digits, _)")
+            elif name not in settings:
                 close = [s for s in settings if s.split(".")[-1] == name.split(".")[-1]]
                 hint = f" Did you mean {close[0]!r}?" if close else ""
                 raise ValueError(
                     f"factor {name!r} is not a setting. Expected a dotted name under data., model., "
-                    f"train., diffusion. or ensemble.{hint}"
+                    f"model.params. (a custom model's own settings), train., diffusion. or ensemble.{hint}"
                 )
             earlier = list(factors)[:index]
             for parent, levels in (factor.when or {}).items():
@@ -305,12 +312,11 @@ class StudySpec(Frozen):
     def _design_fits(self) -> StudySpec:
         family = self.model.family
         self._seeds_fit()
+        logged = self.logged_metrics()
         for objective in self.objective:
-            if objective.metric not in FAMILY_METRICS[family]:
-                raise ValueError(
-                    f"objective {objective.metric!r} is not logged by model.family {family}; it logs "
-                    f"{', '.join(FAMILY_METRICS[family])}"
-                )
+            if objective.metric not in logged:
+                what = f"model.family {family}" if family != "custom" else f"this custom model (task {self.task}, metrics {', '.join(self.run_config({}, seed=self.seed).metrics)})"
+                raise ValueError(f"objective {objective.metric!r} is not logged by {what}; it logs {', '.join(logged)}")
         if len({o.metric for o in self.objective}) != len(self.objective):
             raise ValueError("an objective metric is listed twice")
         if self.design != "search":
@@ -351,6 +357,17 @@ class StudySpec(Frozen):
                     )
                 configs[key] = cell
         return self
+
+    def logged_metrics(self) -> tuple[str, ...]:
+        """Every metric a trial of this study logs (a custom model: from its fixed settings' metrics)."""
+        if self.model.family != "custom":
+            return FAMILY_METRICS[self.model.family]
+        try:
+            run = self.run_config({}, seed=self.seed)
+        except ValidationError:
+            return ("parameters",)  # the fixed settings alone are no valid trial; the cells' check says why
+        splits = ("train", "val", "test") if self.data.test_size else ("train", "val")
+        return (*(f"{split}_{name}" for split in splits for name in ("loss", *run.metrics)), "parameters")
 
     def _seeds_fit(self) -> None:
         """Every seed a trial is given (or derives: ensemble members, a search's trial count) is a valid seed."""
@@ -573,6 +590,7 @@ class StudySpec(Frozen):
             section: getattr(self, section).model_dump(exclude_unset=True) for section in SECTIONS
         }
         tree["seed"] = seed
+        tree["task"] = self.task
         for name, value in params.items():
             set_dotted(tree, name, value)
         return RunConfig.model_validate(tree)
@@ -587,12 +605,17 @@ class StudySpec(Frozen):
         data = self.model_dump(mode="json")
         if "block" not in self.model.model_fields_set:
             data["model"].pop("block", None)
+        if self.model.family == "custom":  # the U-Net's settings mean nothing to a custom model
+            data["model"] = {k: v for k, v in data["model"].items() if k in CUSTOM_MODEL_SETTINGS}
+        for section, key in (name.split(".") for name in OPTIONAL_SETTINGS):
+            if data[section].get(key) in (None, []):
+                data[section].pop(key, None)
         return data
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that make results comparable; a study may resume only if they agree."""
         return self.model_dump(
-            mode="json", include={*SECTIONS, "objective", "design", "search", "engine"}
+            mode="json", include={"task", *SECTIONS, "objective", "design", "search", "engine"}
         )
 
 
@@ -600,7 +623,7 @@ AUTO_REMOVAL = "auto"  # the `model.remove` factor that means: each skip connect
 
 # Settings added to the schema after studies were stored, with the default that gives the results
 # those studies had: a stored fingerprint without one of them still agrees while it is at this value.
-ADDED_SETTINGS: dict[str, Any] = {"model.remove": "none"}
+ADDED_SETTINGS: dict[str, Any] = {"model.remove": "none", "task": "denoise", "train.metrics": []}
 
 
 def _setting_names() -> set[str]:

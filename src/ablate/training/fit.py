@@ -84,13 +84,23 @@ class FitResult:
         return self.history[metric][-1]
 
 
-def compile_model(model: keras.Model, cfg: TrainConfig) -> None:
-    """Attach optimiser, loss and the `mse` / `psnr` metrics."""
-    optimizers = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+
+
+def compile_model(model: keras.Model, cfg: TrainConfig, metrics: tuple[str, ...] | None = None) -> None:
+    """Attach optimiser and loss, and `metrics` (Keras identifiers; default: the images' `mse` / `psnr`).
+
+    Raises:
+        ValueError: from Keras, for a loss or metric identifier it does not know.
+    """
+    keras.losses.get(cfg.loss)  # an unknown identifier raises here, not at the first batch
+    for name in metrics or ():
+        if name not in ("accuracy", "acc", "crossentropy", "ce"):  # compile picks these by the loss
+            keras.metrics.get(name)
     model.compile(
-        optimizer=optimizers[cfg.optimizer](learning_rate=cfg.learning_rate),
+        optimizer=OPTIMIZERS[cfg.optimizer](learning_rate=cfg.learning_rate),
         loss=cfg.loss,
-        metrics=["mse", psnr],
+        metrics=["mse", psnr] if metrics is None else list(metrics),
     )
 
 

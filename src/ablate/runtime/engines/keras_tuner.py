@@ -84,7 +84,7 @@ from ablate.spec.levels import Level, format_level
 from ablate.spec.loading import LoadedSpec
 from ablate.spec.study_spec import StudySpec
 from ablate.tracking.tracker import Tracker
-from ablate.training.data import load_splits
+from ablate.training.arrays import load_arrays
 from ablate.training.device import enable_gpu_memory_growth
 
 log = logging.getLogger(__name__)
@@ -410,7 +410,7 @@ def run_keras_tuner(
             "CUDA_VISIBLE_DEVICES, or use engine: optuna for several workers."
         )
     quiet_libraries()
-    load_splits(spec.run_config({}, seed=spec.seed).data)  # fail before creating anything
+    load_arrays(spec.run_config({}, seed=spec.seed).data)  # fail before creating anything
     reach_tracking(project.tracking_uri)
     project.ensure()
     with study_lock(project, spec.name):
