@@ -328,9 +328,14 @@ def test_keras_tuner_searches_a_custom_models_params(tmp_path: Path, capsys: pyt
 
 
 def test_a_changed_builder_is_refused_by_workers_and_by_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = digits_study(tmp_path, factors={"model.remove": ["none"]})
+    path = digits_study(tmp_path, repeats=2)
     home = tmp_path / "home"
     assert main(["submit", str(path), "--home", str(home)]) == 0, capsys.readouterr().err
+    assert main(["worker", "--study", "digits-tiny", "--home", str(home), "--max-trials", "1"]) == 0, capsys.readouterr().err
+    from ablate.project import resolve_project
+
+    trials = optuna.load_study(study_name="digits-tiny", storage=resolve_project(home=home).storage).trials
+    assert [t.state for t in trials].count(optuna.trial.TrialState.COMPLETE) == 1  # a worker trains a custom model
     spec = load_spec(path).spec
     check_builder(spec.model)  # the same file: accepted
     builder = tmp_path / "digits_model.py"

@@ -167,8 +167,10 @@ def spec_from_dict(
         if "name" not in changes:
             raw["name"] = f"{raw.get('name')}-{profile}"
         where += f" with profile {profile!r}"
-    # Files named in the study file are relative to its folder; named in --set, to the working directory.
-    resolve_tree(raw, path.parent.resolve() if path is not None else Path.cwd())
+    # Files named in the study file are relative to its folder; named in --set, to the working directory
+    # (a study made in code, without a file, keeps its values: relative to the working directory).
+    if path is not None:
+        resolve_tree(raw, path.parent.resolve())
     for item in overrides:
         name, value = parse_override(item)
         setting = name.removeprefix("factors.")
