@@ -154,6 +154,12 @@ def test_each_runs_model_folder_is_an_mlflow_model_that_pyfunc_loads_and_the_reg
         model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
         np.testing.assert_array_equal(model.predict(INPUTS[family]), plain, err_msg=family)
         np.testing.assert_array_equal(mlflow.keras.load_model(f"runs:/{run_id}/model").predict(INPUTS[family], verbose=0), plain)
+        # MLflow 3's logged model of the run: listed as the run's output, READY, and loadable by its id
+        outputs = client.get_run(run_id).outputs.model_outputs
+        assert len(outputs) == 1, family
+        logged = client.get_logged_model(outputs[0].model_id)
+        assert (logged.source_run_id, str(logged.status)) == (run_id, "READY")
+        np.testing.assert_array_equal(mlflow.pyfunc.load_model(f"models:/{logged.model_id}").predict(INPUTS[family]), plain)
     version = mlflow.register_model(f"runs:/{run_ids['unet']}/model", "interop-unet")
     assert version.version == "1" or version.version == 1
     assert version.run_id == run_ids["unet"]

@@ -42,6 +42,11 @@ RunOutcome = Literal["complete", "failed", "pruned", "interrupted"]  # how a tri
 MLFLOW_STATUS = {"complete": "FINISHED", "failed": "FAILED", "pruned": "FINISHED", "interrupted": "KILLED"}
 MAX_TAG = 5000
 MODEL_FOLDER = "model"  # the run's MLflow model (runs:/RUN/model), around its model.keras
+# The run's MLflow 3 logged model (models:/MODEL_ID). Not named `model`: MLflow resolves a run
+# artifact path whose first part is the name of one of the run's logged models through that logged
+# model (with the process's global tracking URI, which ablate never sets), so reads of `model/...`
+# would stop reaching the run's own `model/` folder.
+LOGGED_MODEL = "keras_model"
 
 
 class TrialRun:
@@ -111,8 +116,10 @@ class TrialRun:
 
         So `mlflow.pyfunc.load_model("runs:/RUN/model")` and `mlflow.keras.load_model` load it and
         `mlflow.register_model("runs:/RUN/model", NAME)` registers it, while `model/model.keras`
-        stays where ablate's readers (and older runs) have it. One upload, in the background when
-        deferred; the caller may delete its file as soon as this returns.
+        stays where ablate's readers (and older runs) have it. The same folder is also MLflow 3's
+        logged model of the run (`log_logged_model`): the experiment's Models tab lists it and
+        `models:/MODEL_ID` loads it. In the background when deferred; the caller may delete its file
+        as soon as this returns.
         """
         folder = tempfile.mkdtemp(prefix="ablate-model-")
         try:
@@ -120,7 +127,11 @@ class TrialRun:
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        upload = partial(self.client.log_artifacts, self.run_id, folder, MODEL_FOLDER)
+
+        def upload() -> None:
+            self.client.log_artifacts(self.run_id, folder, MODEL_FOLDER)
+            self.log_logged_model(folder)
+
         if self._writer is None:
             try:
                 retry_tracking(upload, what=f"{MODEL_FOLDER}/")
@@ -128,6 +139,34 @@ class TrialRun:
                 shutil.rmtree(folder, ignore_errors=True)
             return
         self._writer.put(_Call(upload, f"{MODEL_FOLDER}/", cleanup=partial(shutil.rmtree, folder, ignore_errors=True)))
+
+    def log_logged_model(self, folder: str) -> str | None:
+        """The MLflow model in `folder` as a logged model of this run (MLflow 3's `LoggedModel`); its id.
+
+        Created, uploaded and finalised READY, and linked to the run as its output, so the MLflow UI
+        lists it under the experiment's models and the run's outputs. A store or server that refuses
+        logged models (an older server, a user without the permission) costs only this: the run is
+        tagged `ablate.logged_model_error` and keeps its `model/` folder, which loads as before.
+        """
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+        try:
+            run = retry_tracking(lambda: self.client.get_run(self.run_id), what="read the run")
+            model = retry_tracking(
+                lambda: self.client.create_logged_model(
+                    run.info.experiment_id, name=LOGGED_MODEL, source_run_id=self.run_id, model_type="keras"
+                ),
+                what="create the logged model",
+            )
+            retry_tracking(lambda: self.client.log_model_artifacts(model.model_id, folder), what="the logged model's files")
+            retry_tracking(lambda: self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY), what="finalise the logged model")
+            retry_tracking(lambda: self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, 0)]), what="link the logged model")
+        except Exception as error:  # noqa: BLE001 - optional: the run's model/ folder is the model either way
+            log.warning("run %s: no MLflow logged model (%s); its model/ folder loads as before", self.run_id, scrub(str(error))[:300])
+            with contextlib.suppress(Exception):  # the tag is a courtesy; the trial goes on without it
+                self.client.set_tag(self.run_id, "ablate.logged_model_error", scrub(str(error))[:MAX_TAG])
+            return None
+        return str(model.model_id)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         """Tags, values cut to MLflow's limit."""
