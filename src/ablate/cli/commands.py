@@ -130,6 +130,9 @@ def resolved(loaded: LoadedSpec) -> LoadedSpec:
     """`loaded` with `model.remove: auto` made the built model's skip connections (Keras only then)."""
     if not loaded.spec.removal_auto:
         return loaded
+    from ablate.quiet_start import import_backend_quietly
+
+    import_backend_quietly()
     from ablate.families.structure import resolve_auto_removal
 
     return resolve_auto_removal(loaded)
@@ -139,6 +142,9 @@ def check_model_removals(spec: StudySpec) -> int:
     """Build and ablate each model a `model.remove` asks for (Keras is imported only then)."""
     if not any(name == "model.remove" for name in spec.factors) and spec.model.remove == "none":
         return 0
+    from ablate.quiet_start import import_backend_quietly
+
+    import_backend_quietly()
     from ablate.families.structure import check_removals  # Keras: only for a study that removes layers
 
     return check_removals(spec)
@@ -148,6 +154,9 @@ def check_custom_models(spec: StudySpec) -> str | None:
     """A custom study's models built, compiled and run on one batch (`ablate.families.custom.check_study`)."""
     if spec.model.family != "custom":
         return None
+    from ablate.quiet_start import import_backend_quietly
+
+    import_backend_quietly()
     from ablate.families.custom import check_study  # Keras and the user's builder: only for a custom study
 
     return check_study(spec)

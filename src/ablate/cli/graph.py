@@ -33,7 +33,7 @@ def add_parser(commands: Any, overrides: argparse.ArgumentParser) -> None:
     )
     graph.add_argument("study_file", type=Path)
     graph.add_argument("--cell", type=int, default=1, metavar="N", help="which cell's model (1 = the first; default 1)")
-    graph.set_defaults(handler=graph_command)
+    graph.set_defaults(handler=graph_command, trains=True)
 
 
 def graph_command(args: argparse.Namespace, console: Any) -> int:

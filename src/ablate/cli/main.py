@@ -16,6 +16,7 @@ from ablate.cli import graph, report, service
 from ablate.cli.arguments import add_allow_large_option, add_recycle_option, gpu_list, worker_count
 from ablate.cli.commands import reproduce_command, run_command, ui_command, validate_command
 from ablate.errors import end_on_signals, exit_code
+from ablate.quiet_start import import_backend_quietly
 
 EPILOG = """\
 examples:
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if getattr(args, "trains", False):
+        import_backend_quietly()  # before anything imports Keras: no cuInit / oneDNN lines on a CPU machine
     end_on_signals()  # SIGTERM / SIGHUP end a command as Ctrl-C does: trial recorded, runs ended, nothing RUNNING
     from rich.console import Console
 
@@ -84,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gpus", type=gpu_list, default=(), metavar="LIST", help="GPU indices for the workers, e.g. 0,1 (worker i uses GPU i mod count)")
     add_recycle_option(run, what="run every trial in this process")
     add_allow_large_option(run)
-    run.set_defaults(handler=run_command)
+    run.set_defaults(handler=run_command, trains=True)
 
     validate = commands.add_parser(
         "validate",
@@ -113,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE", help="override a setting (repeatable)"
     )
     add_recycle_option(reproduce, what="run every trial in this process")
-    reproduce.set_defaults(handler=reproduce_command)
+    reproduce.set_defaults(handler=reproduce_command, trains=True)
 
     ui = commands.add_parser(
         "ui",

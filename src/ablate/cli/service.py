@@ -66,7 +66,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser, overrides: argpar
     worker.add_argument("--recycled", action="store_true", help=argparse.SUPPRESS)  # a recycling parent's child
     # A recycling parent's warm child: run each batch of N trials in a fork of this process (ablate.runtime.recycling).
     worker.add_argument("--fork-every", type=positive, metavar="N", help=argparse.SUPPRESS)
-    worker.set_defaults(handler=worker_command)
+    worker.set_defaults(handler=worker_command, trains=True)
 
     status = commands.add_parser(
         "status",
