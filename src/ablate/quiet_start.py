@@ -23,19 +23,17 @@ import tempfile
 
 VERBOSE_ENV = "ABLATE_STARTUP_LOGS"  # 1: let the backend's start-up lines through
 
-NOISE = re.compile(
-    "|".join(
-        (
-            r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$",
-            r"^I\d{4} [\d:.]+\s+\d+ \S+\.cc:\d+\] ",  # absl INFO lines of any C++ file
-            # WARNING / ERROR lines of the files that report a missing GPU, CUDA or TensorRT, or CPU features
-            r"^[WE]\d{4} [\d:.]+\s+\d+ (cuda_\w+|cudart_stub|dso_loader|gpu_\w+|tensorrt\w*|trt_\w+|cpu_feature_guard|"
-            r"computation_placer|port|xla_bridge)\.cc:\d+\] ",
-            r"^To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\.$",
-            r"^This TensorFlow binary is optimized to use available CPU instructions",
-        )
-    )
+# WARNING / ERROR lines are dropped only from the files that report a missing GPU, CUDA or
+# TensorRT, or the CPU's features; INFO lines from any file.
+_GPU_FILES = r"(cuda_\w+|cudart_stub|dso_loader|gpu_\w+|tensorrt\w*|trt_\w+|cpu_feature_guard|computation_placer|port|xla_bridge)"
+_PATTERNS = (
+    r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$",
+    r"^I\d{4} [\d:.]+\s+\d+ \S+\.cc:\d+\] ",
+    rf"^[WE]\d{{4}} [\d:.]+\s+\d+ {_GPU_FILES}\.cc:\d+\] ",
+    r"^To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\.$",
+    r"^This TensorFlow binary is optimized to use available CPU instructions",
 )
+NOISE = re.compile("|".join(_PATTERNS))
 
 
 def is_noise(line: str) -> bool:
@@ -54,7 +52,7 @@ def import_backend_quietly() -> None:
     try:
         saved = os.dup(2)
     except OSError:  # no stderr descriptor to redirect (an embedded interpreter): import as it is
-        import keras  # noqa: F401
+        import keras  # imported for its side effect: loaded once, as the caller asked
         return
     with tempfile.TemporaryFile() as capture:
         os.dup2(capture.fileno(), 2)
