@@ -313,3 +313,54 @@ def test_seeds_needed_is_always_more_than_the_seeds_that_ran() -> None:
     assert effect.verdict == "unclear" and "not after Holm's correction" in effect.note
     assert seeds_needed(effect.difference.std, effect.difference.mean) <= 5  # what the old code suggested
     assert effect.seeds_needed > 5 and f"--set repeats={effect.seeds_needed}" in effect.note
+
+
+# ---- power, minimum detectable effects and equivalence ------------------------------------------
+
+
+def test_power_is_the_noncentral_t_and_the_mde_is_where_it_reaches_80_percent() -> None:
+    from ablate.analysis.power import mde80, power, seeds_for
+
+    # Textbook check: a paired t test with n = 10, sd 1, d = 1 has power ~0.803 at alpha 0.05.
+    assert power(10, 1.0, 1.0) == pytest.approx(0.8031, abs=2e-3)
+    assert power(10, 1.0, 0.0) == pytest.approx(0.05, abs=1e-9)  # no effect: the test's own level
+    mde = mde80(10, 1.0)
+    assert mde == pytest.approx(0.9966, abs=5e-3) and power(10, 1.0, mde) == pytest.approx(0.8, abs=1e-4)
+    assert mde80(40, 1.0) < mde80(10, 1.0) < mde80(4, 1.0)  # more seeds, smaller detectable effects
+    assert seeds_for(1.0, 1.0) == 10  # the smallest n with power >= 0.8 (n = 9 gives 0.76)
+    assert mde80(1, 1.0) is None and seeds_for(1.0, None) is None
+
+
+def test_a_simulated_null_is_rejected_at_about_alpha_and_tost_keeps_its_level() -> None:
+    from scipy import stats
+
+    from ablate.analysis.power import tost
+
+    rng = np.random.default_rng(11)
+    n, runs = 6, 4000
+    samples = rng.normal(0.0, 1.0, size=(runs, n))
+    rejected = np.mean([stats.ttest_1samp(s, 0.0).pvalue < 0.05 for s in samples])
+    assert rejected == pytest.approx(0.05, abs=0.012)
+    # TOST at the margin's edge (true difference = margin) claims equivalence at most alpha of the time.
+    edge = np.mean([(p := tost(s + 0.5, 0.5)) is not None and p < 0.05 for s in samples])
+    assert edge <= 0.05 + 0.012
+    # Far inside the margin with tight differences, it is found equivalent.
+    assert tost(rng.normal(0.0, 0.01, size=8), 0.5) < 1e-6
+
+
+def test_a_component_without_effect_is_equivalent_within_a_margin_and_a_null_states_its_mde() -> None:
+    rng = np.random.default_rng(3)
+    planted = {"model.remove": {"none": 0.0, "block1_add": 0.0, "block2_add": 0.05}}
+    observations = simulated_study(rng, seeds=6, effects=planted, noise=0.002)
+    levels = {k: list(v) for k, v in planted.items()}
+    judged = {e.level: e for e in study_effects(observations, levels, direction="minimize", equivalence_margin=0.01)}
+    assert judged["block1_add"].verdict == "equivalent" and "removable" in judged["block1_add"].note
+    assert judged["block1_add"].equivalence["equivalent"] and judged["block1_add"].equivalence["margin"] == 0.01
+    assert judged["block2_add"].verdict == "worse" and not judged["block2_add"].equivalence["equivalent"]
+    # Without a margin the same null is only unclear, and says what it could have detected.
+    plain = {e.level: e for e in study_effects(observations, levels, direction="minimize", effect_of_interest=0.001)}
+    null = plain["block1_add"]
+    assert null.verdict == "unclear" and null.equivalence is None
+    assert null.mde80 is not None and null.mde80 > 0 and "80% power" in null.note and "does not show that there is no effect" in null.note
+    assert null.seeds_for_effect is None or null.seeds_for_effect > 6
+    assert set(null.as_dict()) >= {"mde80", "equivalence", "seeds_for_effect", "verdict", "seeds"}

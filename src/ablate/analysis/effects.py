@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats
 
+from ablate.analysis import power
 from ablate.spec.levels import Level, format_level
 
 # A level as a cell key holds it: a boolean tagged ("bool", level) (see `_level_key`), ABSENT for a
@@ -175,7 +176,7 @@ def observations_from(records: Iterable[Any], seeds: Iterable[int] | None = None
     ]
 
 
-Verdict = Literal["better", "worse", "unclear", "insufficient", "untestable"]
+Verdict = Literal["better", "worse", "unclear", "equivalent", "insufficient", "untestable"]
 
 
 @dataclass(frozen=True)
@@ -195,10 +196,17 @@ class Effect:
         seeds_needed: seeds for an interval half as wide as the observed difference, at the
             observed spread (None when unknown).
         verdict: better / worse (than the baseline, given the objective's direction, significant
-            after Holm), unclear (the interval or the corrected test does not rule out zero),
+            after Holm), equivalent (not shown different, and shown inside the equivalence margin by
+            two one-sided tests, Holm-adjusted), unclear (the interval or the corrected test does
+            not rule out zero),
             insufficient (fewer than 2 paired seeds), or untestable (every seed gave the same
             difference: with no spread the t test has nothing to weigh the mean against).
         note: the verdict as a plain sentence.
+        mde80: the smallest |difference| the paired t test detects with 80% power with these
+            seeds at the observed spread (`ablate.analysis.power.mde80`; None with < 2 seeds).
+        seeds_for_effect: seeds for 80% power against `analysis.effect_of_interest` (None unset).
+        equivalence: with `analysis.equivalence_margin`: the margin, the TOST p, its Holm-adjusted
+            p over the study's comparisons, and whether it shows the two equivalent.
     """
 
     factor: str
@@ -212,6 +220,9 @@ class Effect:
     seeds_needed: int | None
     verdict: Verdict
     note: str
+    mde80: float | None = None
+    seeds_for_effect: int | None = None
+    equivalence: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -227,6 +238,9 @@ class Effect:
             "seeds_needed": self.seeds_needed,
             "verdict": self.verdict,
             "note": self.note,
+            "mde80": self.mde80,
+            "seeds_for_effect": self.seeds_for_effect,
+            "equivalence": self.equivalence,
         }
 
 
@@ -301,6 +315,8 @@ def study_effects(
     confidence: float = 0.95,
     baselines: Mapping[str, Level] | None = None,
     cells: Sequence[Mapping[str, Level]] | None = None,
+    equivalence_margin: float | None = None,
+    effect_of_interest: float | None = None,
 ) -> list[Effect]:
     """Every factor level against its factor's baseline, paired by seed, Holm-corrected.
 
@@ -316,6 +332,11 @@ def study_effects(
         cells: the design's configurations when it is not the full grid of `factors`
             (one-at-a-time, conditional factors); factors none of whose combinations ran all
             their levels have no effect rows.
+        equivalence_margin: delta, in objective units: each comparison also gets two one-sided
+            tests of |difference| < delta (Holm-adjusted over the comparisons), and a comparison
+            not shown different but shown inside the margin is `equivalent`.
+        effect_of_interest: a difference, in objective units, whose seeds for 80% power each
+            comparison reports.
     """
     table = cell_values(observations, factors)
     chosen = dict(baselines or {})
@@ -333,12 +354,17 @@ def study_effects(
             treatment = level_values(table, factors, factor, level, cells)
             seeds = tuple(sorted(set(treatment) & set(baseline)))
             differences = np.asarray([treatment[s] - baseline[s] for s in seeds], dtype=float)
-            raw.append(_raw_effect(factor, level, reference, seeds, differences, confidence))
+            effect = _raw_effect(factor, level, reference, seeds, differences, confidence)
+            raw.append(_with_power(effect, differences, 1 - confidence, equivalence_margin, effect_of_interest))
     tested = [i for i, e in enumerate(raw) if e.p_value is not None]
     adjusted = holm([raw[i].p_value for i in tested])  # type: ignore[misc]
     effects = list(raw)
     for i, p in zip(tested, adjusted):
         effects[i] = replace(raw[i], p_holm=p)
+    bounded = [i for i, e in enumerate(effects) if e.equivalence is not None and e.equivalence["p"] is not None]
+    for i, p in zip(bounded, holm([effects[i].equivalence["p"] for i in bounded])):  # type: ignore[index]
+        equivalence = {**(effects[i].equivalence or {}), "p_holm": p, "equivalent": p < 1 - confidence}
+        effects[i] = replace(effects[i], equivalence=equivalence)
     return [_with_verdict(e, direction=direction, metric=metric, comparisons=len(tested), confidence=confidence)
             for e in effects]
 
@@ -380,6 +406,33 @@ def _raw_effect(factor: str, level: Level, baseline: Level, seeds: tuple[int, ..
     )
 
 
+def _with_power(
+    effect: Effect, differences: np.ndarray, alpha: float, margin: float | None, effect_of_interest: float | None
+) -> Effect:
+    """The comparison's power figures and, with a margin, its (unadjusted) equivalence test."""
+    std = effect.difference.std
+    n = effect.difference.n if effect.verdict != "untestable" else 0
+    return replace(
+        effect,
+        mde80=power.mde80(n, std, alpha) if n >= 2 else None,
+        seeds_for_effect=power.seeds_for(effect_of_interest, std, alpha) if effect_of_interest and n >= 2 else None,
+        equivalence=None if margin is None else {
+            "margin": margin, "p": power.tost(differences, margin) if n >= 2 else None, "p_holm": None, "equivalent": False,
+        },
+    )
+
+
+def _power_sentence(effect: Effect, metric: str) -> str:
+    """What a null result could have found: the MDE at 80% power, and the seeds an effect of interest needs."""
+    if effect.mde80 is None:
+        return ""
+    text = (f"; with {effect.difference.n} seeds only a difference of about {effect.mde80:.3g} in {metric} or more would be "
+            "found with 80% power, so this does not show that there is no effect")
+    if effect.seeds_for_effect is not None:
+        text += f"; {effect.seeds_for_effect} seeds per cell would find the effect of interest with 80% power"
+    return text
+
+
 def _with_verdict(effect: Effect, *, direction: str, metric: str, comparisons: int, confidence: float) -> Effect:
     """Classify an effect and say it in one sentence, including how many seeds would settle it."""
     diff = effect.difference
@@ -418,6 +471,15 @@ def _with_verdict(effect: Effect, *, direction: str, metric: str, comparisons: i
             note=f"{word} {metric} than {format_level(effect.baseline)} ({'better' if better else 'worse'}): the {level} "
             f"interval excludes zero and the Holm-adjusted p is {effect.p_holm:.3g} over {comparisons} comparison(s)",
         )
+    equivalence = effect.equivalence or {}
+    if equivalence.get("equivalent"):
+        return replace(
+            effect,
+            verdict="equivalent",
+            note=f"equivalent to {format_level(effect.baseline)} within ±{equivalence['margin']:g} {metric}: two one-sided "
+            f"tests put the difference inside the margin (Holm-adjusted p {equivalence['p_holm']:.3g} over "
+            f"{comparisons} comparison(s)); a component whose removal is equivalent is removable",
+        )
     if diff.excludes_zero:
         return replace(
             effect,
@@ -428,7 +490,7 @@ def _with_verdict(effect: Effect, *, direction: str, metric: str, comparisons: i
     return replace(
         effect,
         verdict="unclear",
-        note=f"too few seeds to tell: the {level} interval includes zero with {n} seeds; {more}",
+        note=f"too few seeds to tell: the {level} interval includes zero with {n} seeds; {more}{_power_sentence(effect, metric)}",
     )
 
 

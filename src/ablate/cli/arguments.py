@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from ablate.runtime.recycling import FORK_SECONDS, RECYCLE_AFTER
 
@@ -47,6 +48,17 @@ def positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, received {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, received {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (a margin, an effect size)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, received {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, received {text}")
     return value
 
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ablate.cli.arguments import positive_float
 from ablate.errors import print_error
 from ablate.project import resolve_project
 
@@ -44,6 +45,11 @@ def add_parser(commands: Any, common: argparse.ArgumentParser, overrides: argpar
                         help="MLflow UI address for the trial links (default: the tracking server, else http://127.0.0.1:5000)")
     report.add_argument("--bootstrap", type=int, default=20, metavar="N",
                         help="bootstrap resamples for the importances' ranges (default 20; 0 skips importances)")
+    report.add_argument("--equivalence-margin", type=positive_float, metavar="DELTA",
+                        help="test each comparison for equivalence within ±DELTA (objective units); "
+                        "default: the study's analysis.equivalence_margin")
+    report.add_argument("--effect-of-interest", type=positive_float, metavar="D",
+                        help="say how many seeds find a difference of D with 80%% power; default: analysis.effect_of_interest")
     report.add_argument("--baseline", action="append", default=[], metavar="FACTOR=LEVEL",
                         help="compare the factor's other levels against this level instead of its first one "
                         "(the study's baseline in a one-at-a-time design); repeatable, e.g. --baseline model.skip=none")
@@ -62,6 +68,8 @@ def report_command(args: argparse.Namespace, console: Any) -> int:
     report = make_report(
         args.name, project, form=args.format, out=args.out, log=not args.no_log,
         ui_url=args.ui_url, bootstrap=args.bootstrap, baselines=args.baseline,
+        analysis={name: value for name, value in (("equivalence_margin", args.equivalence_margin),
+                                                   ("effect_of_interest", args.effect_of_interest)) if value is not None},
     )
     if report.text is not None:
         sys.stdout.write(report.text)

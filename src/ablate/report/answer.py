@@ -139,7 +139,8 @@ def build_answer(
         reference = {**default_baselines(spec), **dict(baselines or {})}
         table = cell_values(observations, factor_levels)
         effects = study_effects(observations, factor_levels, direction=direction, metric=metric, baselines=reference,
-                                cells=design_cells)
+                                cells=design_cells, equivalence_margin=spec.analysis.equivalence_margin,
+                                effect_of_interest=spec.analysis.effect_of_interest)
         for cell in design_cells:
             per_seed = table.get(cell_tuple(cell, factor_levels), {})
             cells.append({"cell": cell_key(cell), "params": cell, "estimate": mean_ci(per_seed.values()).as_dict(),

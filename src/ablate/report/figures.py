@@ -516,7 +516,7 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def _verdict_colour(verdict: str) -> str:
-    return {"better": "#2ca02c", "worse": "#d62728", "unclear": "#7f7f7f"}.get(verdict, "#bbbbbb")
+    return {"better": "#2ca02c", "worse": "#d62728", "equivalent": "#1f77b4", "unclear": "#7f7f7f"}.get(verdict, "#bbbbbb")
 
 
 def _rgba(hex_colour: str, alpha: float) -> str:

@@ -55,6 +55,7 @@ def make_report(
     ui_url: str | None = None,
     bootstrap: int = 20,
     baselines: tuple[str, ...] | list[str] = (),
+    analysis: dict[str, float] | None = None,
 ) -> Report:
     """Read study `name` from the project's stores and render its report.
 
@@ -68,6 +69,8 @@ def make_report(
         ui_url: the MLflow UI the trial links point to.
         bootstrap: resamples for the importances; 0 skips them.
         baselines: `FACTOR=LEVEL` strings (`--baseline`): the levels effects are computed against.
+        analysis: `analysis.*` settings (`equivalence_margin`, `effect_of_interest`) that replace
+            the stored study's for this report (`--equivalence-margin`, `--effect-of-interest`).
 
     Raises:
         ReportInputError: unknown study (with the known names), or no store where it looked.
@@ -77,6 +80,8 @@ def make_report(
         raise ValueError(f"Received an invalid value for `form`, expected one of {FORMATS}. Received: form={form!r}")
 
     data = collect(name, project, curves=False)
+    if analysis:  # judged differently, trained the same: the study is not changed
+        data.spec = data.spec.model_copy(update={"analysis": data.spec.analysis.model_copy(update=analysis)})
     chosen = resolve_baselines(data.spec, list(baselines))  # before anything slow: a typo fails at once
     read_curves(data, project)  # every form shows the curves: the page draws them, md and json tabulate them
     trials = data.study.get_trials(deepcopy=False)

@@ -80,6 +80,18 @@ class TrackingSpec(Frozen):
     save_model: bool = Field(True, description="log each trial's trained model as model/model.keras")
 
 
+class AnalysisSpec(Frozen):
+    """How the report judges each comparison, in objective units (`ablate.analysis.power`).
+
+    Neither changes what trials run, so both may change between runs of a study.
+    """
+
+    equivalence_margin: float | None = Field(
+        None, gt=0, description="a difference within ±this is no difference that matters: equivalence is tested"
+    )
+    effect_of_interest: float | None = Field(None, gt=0, description="the report says how many seeds find it with 80% power")
+
+
 class Factor(Frozen):
     """One factor of a study: the levels a grid or one-at-a-time design runs, or a search's range.
 
@@ -233,6 +245,7 @@ class StudySpec(Frozen):
     seed: int = Field(0, ge=0, le=MAX_SEED, description="first seed; a cell runs seeds seed .. seed+repeats-1")
     objective: tuple[ObjectiveSpec, ...] = (ObjectiveSpec(),)
     tracking: TrackingSpec = TrackingSpec()
+    analysis: AnalysisSpec = AnalysisSpec()
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("objective", mode="before")
