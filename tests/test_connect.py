@@ -6,6 +6,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -109,3 +110,39 @@ def test_a_tracking_store_that_cannot_be_reached_fails_in_seconds_with_nothing_m
         assert optuna.get_all_study_names(f"sqlite:///{storage}") == []
     if server is not None:
         server.close()  # type: ignore[attr-defined]
+
+
+def _open_at_once(url: str, barrier: Any, results: Any, index: int, raw: bool) -> None:
+    from optuna.storages import RDBStorage
+
+    barrier.wait()
+    try:
+        if raw:
+            RDBStorage(url)  # Optuna's own open, for comparison
+        else:
+            open_storage(url, heartbeat=None, grace=None)
+        results[index] = "ok"
+    except Exception as error:  # noqa: BLE001 - the test reports what each process met
+        results[index] = f"{type(error).__name__}: {error}"[:200]
+
+
+def open_concurrently(url: str, processes: int, *, raw: bool) -> list[str]:
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")  # all wait at one barrier, then open the same new file
+    barrier = context.Barrier(processes)
+    results = context.Manager().list([""] * processes)
+    workers = [context.Process(target=_open_at_once, args=(url, barrier, results, i, raw)) for i in range(processes)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    return list(results)
+
+
+def test_processes_opening_one_new_storage_together_all_succeed(tmp_path: Path) -> None:
+    """Two `ablate run`s on a fresh project (or a poller and a run) create the same new database at once."""
+    for attempt in range(3):
+        url = f"sqlite:///{tmp_path / f'new-{attempt}.db'}"
+        results = open_concurrently(url, 6, raw=False)
+        assert results == ["ok"] * 6, results

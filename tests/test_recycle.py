@@ -169,7 +169,9 @@ def _interruptible() -> None:
 
 
 def running_trial(project, name: str, process: subprocess.Popen) -> optuna.trial.FrozenTrial | None:
-    assert process.poll() is None, "ablate run ended before its trial was interrupted"
+    if process.poll() is not None:
+        output = process.stderr.read()[-3000:] if process.stderr else "(stderr not captured)"
+        raise AssertionError(f"ablate run ended (exit {process.returncode}) before its trial was interrupted:\n{output}")
     try:
         trials = optuna.load_study(study_name=name, storage=project.storage).get_trials(states=(TrialState.RUNNING,))
     except Exception:  # the storage is not created yet

@@ -106,12 +106,14 @@ def open_storage(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             storage = retry(
-                lambda: RDBStorage(
-                    url,
-                    engine_kwargs=engine,
-                    heartbeat_interval=heartbeat,
-                    grace_period=grace,
-                    heartbeat_stale_trial_callback=on_stale,
+                lambda: _created_once(
+                    lambda: RDBStorage(
+                        url,
+                        engine_kwargs=engine,
+                        heartbeat_interval=heartbeat,
+                        grace_period=grace,
+                        heartbeat_stale_trial_callback=on_stale,
+                    )
                 ),
                 what="connect to the Optuna storage",
                 timeout=limit,
@@ -130,6 +132,28 @@ def open_storage(
     if sqlite:
         _serialize_sqlite(storage)
     return storage
+
+
+def _created_once(create: Callable[[], RDBStorage], attempts: int = 5) -> RDBStorage:
+    """`create()`, again when another process was creating the same new database's tables at that moment.
+
+    Optuna creates a new storage's tables and stamps its schema version on first open; two
+    processes opening one new database together (two `ablate run`s on a fresh project, a test that
+    polls the file while the run starts) both try, and the later one fails on the version row
+    (`UNIQUE constraint failed: alembic_version.version_num`) or a table that now exists. The
+    database is then complete: opening it again succeeds.
+    """
+    for attempt in range(attempts):
+        try:
+            return create()
+        except (sa.IntegrityError, sa.OperationalError) as error:
+            text = str(error)
+            racing = "alembic_version" in text or "already exists" in text
+            if not racing or attempt == attempts - 1:
+                raise
+            log.debug("the storage's tables were being created by another process; opening it again")
+            threading.Event().wait(0.2 * (attempt + 1))
+    raise AssertionError("not reached")  # the loop returns or raises
 
 
 def _serialize_sqlite(storage: RDBStorage) -> None:
