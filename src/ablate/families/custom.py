@@ -146,6 +146,8 @@ def _log_pictures(
     *, shown: int,
 ) -> None:
     """The task's pictures: the first `shown` of `x` in the grids; all of `x` in the confusion matrix and the scatter."""
+    if run.task in ("denoise", "reconstruct"):  # a grid only: predict the images it shows, not the split
+        x, y = x[:shown], y[:shown]
     outputs = keras.ops.convert_to_numpy(model.predict(x, batch_size=run.train.batch_size, verbose=0))
     if run.task in ("denoise", "reconstruct"):
         if is_image_batch(x) and outputs.shape == y.shape and x.shape[-1] == 1:
