@@ -146,3 +146,31 @@ def test_processes_opening_one_new_storage_together_all_succeed(tmp_path: Path) 
         url = f"sqlite:///{tmp_path / f'new-{attempt}.db'}"
         results = open_concurrently(url, 6, raw=False)
         assert results == ["ok"] * 6, results
+
+
+def _track_at_once(url: str, barrier: Any, results: Any, index: int) -> None:
+    from ablate.tracking.tracker import Tracker
+
+    barrier.wait()
+    try:
+        Tracker(url).experiment_id(f"study-{index}")
+        results[index] = "ok"
+    except Exception as error:  # noqa: BLE001 - the test reports what each process met
+        results[index] = f"{type(error).__name__}: {error}"[:200]
+
+
+def test_processes_opening_one_new_tracking_store_together_all_succeed(tmp_path: Path) -> None:
+    """MLflow's SQLite store has the same race (and can be left half-migrated): its first use is locked."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for attempt in range(2):
+        url = f"sqlite:///{tmp_path / f'mlflow-{attempt}.db'}"
+        barrier = context.Barrier(4)
+        results = context.Manager().list([""] * 4)
+        workers = [context.Process(target=_track_at_once, args=(url, barrier, results, i)) for i in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=180)
+        assert list(results) == ["ok"] * 4, list(results)

@@ -6,6 +6,7 @@ nothing here depends on call order or threads.
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import time
@@ -18,6 +19,26 @@ from mlflow.tracking import MlflowClient
 
 from ablate.tracking.retry import retry_tracking
 from ablate.tracking.trial_run import MAX_BATCH, MAX_TAG, TrialRun
+
+
+def open_client(tracking_uri: str) -> MlflowClient:
+    """A client of the tracking store; a SQLite store is created (or migrated) under a file lock.
+
+    MLflow creates a new SQLite store's tables and runs its migrations on first use. Processes that
+    start on a fresh project together (two `ablate run`s, local workers) would each run them at
+    once; the losers fail ("table ... already exists", "duplicate column name"), and a migration
+    can be left half-applied. The lock `FILE.db.lock` beside the store serialises the first use;
+    once a process has opened the store, MLflow reuses it for every client of that URI.
+    """
+    path = tracking_uri.removeprefix("sqlite:///") if tracking_uri.startswith("sqlite:///") else ""
+    if not path or path == ":memory:":
+        return MlflowClient(tracking_uri=tracking_uri)  # a server, or a database server's own migrations
+    with open(f"{path}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        client = MlflowClient(tracking_uri=tracking_uri)  # may create the store's tables already
+        retry_tracking(lambda: client.search_experiments(max_results=1), what="open the tracking store")
+    return client
+
 
 PARENT_TAG = "ablate.role"
 # What the MLflow 3 UI opens an experiment on: its runs, not the GenAI overview it guesses for an
@@ -33,7 +54,7 @@ class Tracker:
         # in it; ablate prints its own summary, redacted (ablate.redaction).
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = open_client(tracking_uri)
         self._artifact_root = artifact_root
 
     def experiment_id(self, name: str) -> str:
