@@ -1,11 +1,11 @@
 # Two commands on a fresh machine (see README.md):
 #   make quickstart   set up .venv and run the slides' skip-vs-no-skip reproduction (quick profile)
-#   make test         set up .venv, lint and type-check src/, then run the test suite
+#   make test         set up .venv (with the JAX and PyTorch backends), lint and type-check src/, then run the test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: quickstart test lint setup browser clean
+.PHONY: quickstart test lint setup backends browser clean
 
 setup: $(VENV)/.installed
 
@@ -15,10 +15,19 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
+# `make test` trains a tiny study on JAX and PyTorch too (tests/test_backends.py). TORCH is the
+# CPU build where one lies on disk (this project's machines); elsewhere PyPI's default build.
+TORCH ?= torch==2.13.0
+backends: $(VENV)/.backends
+
+$(VENV)/.backends: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[jax,torch]"
+	touch $@
+
 quickstart: setup
 	$(BIN)/ablate reproduce skip-vs-noskip --profile quick --json .ablate/skip-vs-noskip-quick.json
 
-test: setup browser lint
+test: setup backends browser lint
 	$(BIN)/python -m pytest
 
 # Lint and types first: ruff's rules and mypy's settings are in pyproject.toml.

@@ -15,7 +15,7 @@ import ablate
 PACKAGE = Path(ablate.__file__).parent
 # Lowest first; a module may import its own layer's modules and those of lower layers only.
 # Layer 0 is the foundation: modules at the package's top that every layer may use.
-FOUNDATION = {"ablate", "ablate.errors", "ablate.backoff", "ablate.redaction", "ablate.project", "ablate.quiet_start"}
+FOUNDATION = {"ablate", "ablate.errors", "ablate.backoff", "ablate.redaction", "ablate.project", "ablate.quiet_start", "ablate.backends"}
 LAYERS: tuple[tuple[str, ...], ...] = (
     (),
     ("ablate.spec",),

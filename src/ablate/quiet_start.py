@@ -16,6 +16,7 @@ everything. Called by the commands that train (`ablate.cli.main`), before anythi
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import sys
@@ -63,6 +64,11 @@ def import_backend_quietly() -> None:
                 import tensorflow as tf
 
                 tf.config.list_physical_devices("GPU")  # CUDA's first call (cuInit), and its lines, happen here
+            elif importlib.util.find_spec("tensorflow") is not None:
+                # On JAX or PyTorch, Keras' set_random_seed (every trial's first step) also seeds
+                # TensorFlow when it is installed, importing it: done here, quietly and once, so
+                # forked trials inherit it instead of each importing it and printing its lines.
+                import tensorflow  # noqa: F401
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
@@ -72,3 +78,4 @@ def import_backend_quietly() -> None:
             if kept:
                 sys.stderr.write("\n".join(kept) + "\n")
                 sys.stderr.flush()
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from ablate.backends import BACKEND_ENV, BACKENDS, DEFAULT_BACKEND
 from ablate.runtime.recycling import FORK_SECONDS, RECYCLE_AFTER
 
 
@@ -38,6 +39,15 @@ def add_recycle_option(parser: argparse.ArgumentParser, *, what: str) -> None:
         f"TensorFlow keeps from each model (and a GPU's) is given back; on Linux each is forked from a process that "
         f"imported Keras once, and also takes no new trial after {FORK_SECONDS:g} s, so long trials each get a "
         f"fresh process (default {RECYCLE_AFTER}; 0: {what})",
+    )
+
+
+def add_backend_option(parser: argparse.ArgumentParser) -> None:
+    """`--backend tensorflow|jax|torch` on the commands that train (and on `submit`, which records it)."""
+    parser.add_argument(
+        "--backend", choices=BACKENDS, metavar="NAME",
+        help=f"the Keras backend that trains: {', '.join(BACKENDS)} (default: ${BACKEND_ENV}, else {DEFAULT_BACKEND}); "
+        "a study keeps the backend of its first trial, and a process on another refuses to run it",
     )
 
 

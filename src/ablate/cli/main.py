@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 
 from ablate import __version__
+from ablate.backends import select_backend
 from ablate.cli import graph, report, service
-from ablate.cli.arguments import add_allow_large_option, add_recycle_option, gpu_list, worker_count
+from ablate.cli.arguments import add_allow_large_option, add_backend_option, add_recycle_option, gpu_list, worker_count
 from ablate.cli.commands import reproduce_command, run_command, ui_command, validate_command
 from ablate.errors import end_on_signals, exit_code
 from ablate.quiet_start import import_backend_quietly
@@ -38,13 +39,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if getattr(args, "trains", False):
-        import_backend_quietly()  # before anything imports Keras: no cuInit / oneDNN lines on a CPU machine
     end_on_signals()  # SIGTERM / SIGHUP end a command as Ctrl-C does: trial recorded, runs ended, nothing RUNNING
     from rich.console import Console
 
     console = Console(stderr=True, soft_wrap=True)  # no hard wraps: paths and URLs stay copyable
-    return exit_code(lambda: int(args.handler(args, console) or 0), console)
+
+    def work() -> int:
+        if hasattr(args, "backend"):
+            select_backend(args.backend)  # before anything imports Keras; children inherit $KERAS_BACKEND
+        if getattr(args, "trains", False):
+            import_backend_quietly()  # before anything imports Keras: no cuInit / oneDNN lines on a CPU machine
+        return int(args.handler(args, console) or 0)
+
+    return exit_code(work, console)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gpus", type=gpu_list, default=(), metavar="LIST", help="GPU indices for the workers, e.g. 0,1 (worker i uses GPU i mod count)")
     add_recycle_option(run, what="run every trial in this process")
     add_allow_large_option(run)
+    add_backend_option(run)
     run.set_defaults(handler=run_command, trains=True)
 
     validate = commands.add_parser(
@@ -116,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE", help="override a setting (repeatable)"
     )
     add_recycle_option(reproduce, what="run every trial in this process")
+    add_backend_option(reproduce)
     reproduce.set_defaults(handler=reproduce_command, trains=True)
 
     ui = commands.add_parser(

@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from ablate.cli.arguments import add_allow_large_option, add_recycle_option, positive
+from ablate.cli.arguments import add_allow_large_option, add_backend_option, add_recycle_option, positive
 from ablate.project import Project, resolve_project
 
 RECENT_MINUTES = 10.0  # `ablate status --recent`: a worker counts as seen if it ran a trial this recently
@@ -32,6 +32,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser, overrides: argpar
     )
     submit.add_argument("study_file", type=Path, help="a study file, e.g. studies/skip_vs_noskip.yaml")
     add_allow_large_option(submit)
+    add_backend_option(submit)
     submit.set_defaults(handler=submit_command)
 
     worker = commands.add_parser(
@@ -63,6 +64,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser, overrides: argpar
         "worker (default: $ABLATE_GRACE or 60)",
     )
     add_recycle_option(worker, what="run every trial in this process")
+    add_backend_option(worker)
     worker.add_argument("--recycled", action="store_true", help=argparse.SUPPRESS)  # a recycling parent's child
     # A recycling parent's warm child: run each batch of N trials in a fork of this process (ablate.runtime.recycling).
     worker.add_argument("--fork-every", type=positive, metavar="N", help=argparse.SUPPRESS)

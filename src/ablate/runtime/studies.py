@@ -26,6 +26,7 @@ from ablate.redaction import redact
 from ablate.runtime.optuna_internals import cached_storage, trial_id
 from ablate.runtime.sampling import directions, pruner_for, sampler_for
 from ablate.spec.attributes import (
+    BACKEND_ATTR,
     CELL_ATTR,
     ERROR_ATTR,
     EXPERIMENT_ATTR,
@@ -48,6 +49,12 @@ DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 class StudyConflictError(AblateError):
     """The stored study was made with other settings; resuming would mix incomparable results."""
+
+
+class BackendMismatchError(AblateError):
+    """The study was run on another Keras backend; one study must not mix backends (bad input, exit 2)."""
+
+    exit_status = 2
 
 
 class StudyNotFoundError(AblateError):
@@ -109,6 +116,7 @@ def open_study(spec: StudySpec, storage: Any) -> optuna.Study:
         )
     # A local run is one worker: salt 0 makes its search reproducible (see sampler_for).
     study.sampler = sampler_for(spec, trials_so_far=len(study.get_trials(deepcopy=False)), salt="0")
+    check_backend(study)
     stored = study.user_attrs.get(FINGERPRINT_ATTR)
     fingerprint = spec.fingerprint()
     if stored is None:
@@ -127,6 +135,30 @@ def open_study(spec: StudySpec, storage: Any) -> optuna.Study:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(names)
     return study
+
+
+def check_backend(study: optuna.Study) -> str:
+    """Record the Keras backend on a new study, or refuse to run a study that another backend started.
+
+    Studies stored before backends were recorded ran on TensorFlow, the only backend then; they
+    are recorded as whatever backend resumes them first.
+
+    Raises:
+        BackendMismatchError: the study's trials so far trained on another backend.
+    """
+    import keras  # the backend is fixed once Keras is imported (ablate.backends.select_backend)
+
+    running = keras.backend.backend()
+    stored = study.user_attrs.get(BACKEND_ATTR)
+    if stored is None:
+        study.set_user_attr(BACKEND_ATTR, running)
+    elif stored != running:
+        raise BackendMismatchError(
+            f"study {study.study_name!r} trains on the {stored} backend, and this process runs Keras on {running}; "
+            f"one study does not mix backends. Run it with --backend {stored}, or give the {running} variant its own "
+            f"name (--set name={study.study_name}-{running})"
+        )
+    return running
 
 
 def load_study(name: str, storage: str) -> optuna.Study:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 import optuna
 from optuna.trial import TrialState
 
@@ -52,7 +51,6 @@ def worker_tags(work: StudyWork) -> dict[str, Any]:
         **environment_tags(),
         "ablate.study": work.name,
         "ablate.engine": work.spec.engine,
-        "ablate.backend": _backend(),
         "ablate.device": describe_device(),
         "ablate.worker": worker_id(),
     }
@@ -255,5 +253,3 @@ def _tell(
     return False
 
 
-def _backend() -> str:
-    return keras.backend.backend()

@@ -18,7 +18,7 @@ from ablate.errors import AblateError
 from ablate.runtime.optuna_internals import cached_storage, study_id, trial_id
 from ablate.runtime.sampling import pruner_for, sampler_for
 from ablate.runtime.storage import retry
-from ablate.runtime.studies import StudyNotFoundError
+from ablate.runtime.studies import StudyNotFoundError, check_backend
 from ablate.spec.attributes import ERROR_ATTR, PARENT_RUN_ATTR, SPEC_ATTR
 from ablate.spec.references import check_builder
 from ablate.spec.study_spec import StudySpec
@@ -85,6 +85,7 @@ def attach(name: str, storage: RDBStorage, tracker: Tracker) -> StudyWork:
             f"study {name!r} holds no ablate study spec (user attr {SPEC_ATTR!r}); submit it with `ablate submit`"
         )
     spec = StudySpec.model_validate(attrs[SPEC_ATTR])
+    check_backend(study)  # a worker on another backend than the study's refuses it
     check_builder(spec.model)  # a custom model's builder: this machine's copy must be the study's
     if spec.engine != "optuna":
         raise NotAnAblateStudyError(

@@ -12,6 +12,7 @@ import signal
 import time
 from typing import Any
 
+import keras
 from optuna.trial import TrialState
 
 from ablate.redaction import redact
@@ -24,8 +25,9 @@ from ablate.runtime.storage import heartbeat_seconds, open_storage, reach_tracki
 from ablate.runtime.work import StudyWork, attach, worker_id
 from ablate.runtime.worker_loop import has_running, serve
 from ablate.runtime.worker_options import WorkerOptions, raise_interrupt
-from ablate.spec.attributes import SPEC_ATTR
+from ablate.spec.attributes import BACKEND_ATTR, SPEC_ATTR
 from ablate.tracking.tracker import Tracker
+from ablate.training.device import describe_device
 
 
 def serve_here(
@@ -55,6 +57,7 @@ def serve_here(
     reach_tracking(project.tracking_uri)  # seconds, not MLflow's minutes of retries
     tracker = Tracker(project.tracking_uri, artifact_root=project.artifact_root)
     attached: dict[str, StudyWork] = {}
+    backend = keras.backend.backend()
 
     def studies() -> list[StudyWork]:
         if options.all_studies:
@@ -63,7 +66,8 @@ def serve_here(
                 s.study_name
                 for s in sorted(summaries, key=summary_study_id)
                 if SPEC_ATTR in s.user_attrs and s.user_attrs[SPEC_ATTR].get("engine", "optuna") == "optuna"
-            ]  # engine keras-tuner studies run in `ablate run` only
+                and s.user_attrs.get(BACKEND_ATTR, backend) == backend
+            ]  # engine keras-tuner studies run in `ablate run` only; another backend's studies, on its workers
         else:
             names = list(options.studies)
         for name in names:
@@ -77,7 +81,7 @@ def serve_here(
     if not fork_index:
         console.print(
             f"worker {worker_id()}: storage {redact(project.storage)}, mlflow {redact(project.tracking_uri)}, "
-            f"heartbeat {heartbeat}s, grace {grace}s",
+            f"heartbeat {heartbeat}s, grace {grace}s; trains on {describe_device()} with Keras' {backend} backend",
             highlight=False,
         )
     with (MarkedProgress if os.environ.get(MARKS_ENV) else StudyProgress)(console) as progress:

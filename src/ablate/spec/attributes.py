@@ -11,6 +11,7 @@ SPEC_ATTR = "ablate.spec"  # the validated spec as a study file holds it (worker
 FINGERPRINT_ATTR = "ablate.fingerprint"  # the settings that make results comparable (resume checks them)
 EXPERIMENT_ATTR = "mlflow_experiment_id"
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
+BACKEND_ATTR = "ablate.backend"  # the Keras backend of the study's first run: others refuse it (ablate.backends)
 MEMBERS_ATTR = "ablate.ensemble.members"  # the source runs a weight study was searched over
 
 # On each trial.

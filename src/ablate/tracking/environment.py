@@ -9,8 +9,10 @@ import ablate
 
 
 def environment_tags() -> dict[str, str]:
-    """Package version and the git commit of the working directory, when there is one."""
-    tags = {"ablate.version": ablate.__version__}
+    """Package version, the Keras backend, and the git commit of the working directory, when there is one."""
+    import keras  # imported already by every command that opens a run; its backend is fixed by then
+
+    tags = {"ablate.version": ablate.__version__, "ablate.backend": keras.backend.backend()}
     commit = git_commit()
     if commit:
         tags["ablate.git_commit"] = commit
