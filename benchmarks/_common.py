@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PACKAGES = ("ablate", "keras", "tensorflow", "optuna", "mlflow", "numpy")
+PACKAGES = ("ablate", "keras", "tensorflow", "jax", "torch", "optuna", "mlflow", "numpy")
 
 
 def environment() -> dict[str, Any]:

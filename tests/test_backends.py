@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import os
 import subprocess
 import sys
@@ -178,3 +179,34 @@ def test_backend_flag_on_the_commands_that_train() -> None:
         assert shown.returncode == 0 and "--backend NAME" in shown.stdout and "jax" in shown.stdout, command
     bad = ablate("run", "x.yaml", "--backend", "theano", timeout=60)
     assert bad.returncode == 2 and "invalid choice: 'theano'" in bad.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+def test_every_family_and_engine_on_each_backend(tmp_path, backend: str) -> None:
+    """tests/backend_smoke.py on the backend: pruning, wall-time budget, NaN guard, diffusion, custom, keras-tuner, ensemble."""
+    if not installed(backend):
+        pytest.skip(f"{backend} is not installed (make test installs it)")
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name("backend_smoke.py")), str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, env=env, check=False)
+    found = [line[len("SMOKE "):] for line in done.stdout.splitlines() if line.startswith("SMOKE ")]
+    assert done.returncode == 0 and found, f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    smoke = json.loads(found[0])
+    assert smoke["backend"] == backend
+
+    def states(name: str) -> list[str]:
+        return [t["state"] for t in smoke[name]]
+
+    for name in ("members", "diffusion", "digits", "keras-tuner"):
+        assert states(name) == ["COMPLETE", "COMPLETE"], (name, [t["error"] for t in smoke[name]])
+    # The keras-tuner engine trains the same (cell, seed) to the same value as the Optuna engine.
+    assert sorted(t["value"] for t in smoke["keras-tuner"]) == pytest.approx(sorted(t["value"] for t in smoke["members"]))
+    pruned = [t for t in smoke["pruned"] if t["state"] == "PRUNED"]
+    assert pruned and set(states("pruned")) == {"COMPLETE", "PRUNED"}, smoke["pruned"]
+    assert all(t["params"]["train.learning_rate"] == 1e-9 and t["epochs"] < 2 for t in pruned)
+    [budget] = smoke["budget"]
+    assert budget["state"] == "COMPLETE" and 1 <= budget["epochs"] < 50  # max_seconds ended it, not the 50 epochs
+    [nan] = smoke["nan"]
+    assert nan["state"] == "FAIL" and nan["error"].startswith("NonFiniteLossError: loss became nan at epoch 1"), nan
+    assert states("weights") == ["COMPLETE"] * 20

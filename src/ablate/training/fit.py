@@ -27,6 +27,11 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss; the trial fails with this reason."""
 
 
+# Where TensorFlow and JAX return a NaN loss for NaN predictions, PyTorch's losses refuse them
+# with these errors instead (torch.nn.functional.binary_cross_entropy); the NaN guard says why.
+NON_FINITE_REFUSALS = ("all elements of input should be between 0 and 1",)
+
+
 @keras.saving.register_keras_serializable(package="ablate")
 def psnr(y_true: Any, y_pred: Any) -> Any:
     """Peak signal-to-noise ratio in dB for images in [0, 1], per image (in float32, whatever the
@@ -172,14 +177,22 @@ def fit_batches(
     guard, the history and `on_epoch` see them, and count against `max_seconds`.
     """
     recorder = _EpochRecorder(on_epoch, on_batch, max_seconds=cfg.max_seconds, evaluate=evaluate)
-    model.fit(
-        batches,
-        validation_data=validation,
-        validation_batch_size=cfg.batch_size,
-        epochs=cfg.epochs,
-        verbose=0,
-        callbacks=[recorder],
-    )
+    try:
+        model.fit(
+            batches,
+            validation_data=validation,
+            validation_batch_size=cfg.batch_size,
+            epochs=cfg.epochs,
+            verbose=0,
+            callbacks=[recorder],
+        )
+    except RuntimeError as error:
+        if not any(marker in str(error) for marker in NON_FINITE_REFUSALS):
+            raise
+        raise NonFiniteLossError(
+            f"loss became nan at epoch {recorder.epoch}: the model's outputs turned non-finite, which "
+            f"{keras.backend.backend()} refuses ({str(error).strip()})"
+        ) from error
     if recorder.error is not None:
         raise recorder.error
     epochs_run = len(recorder.history.get("train_loss", []))
@@ -216,22 +229,22 @@ class _EpochRecorder(keras.callbacks.Callback):
         self.out_of_time = False
         self.history: dict[str, list[float]] = {}
         self.error: BaseException | None = None
-        self._epoch = 0
+        self.epoch = 0
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._started = time.monotonic()
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._epoch = epoch + 1
+        self.epoch = epoch + 1
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.error = NonFiniteLossError(f"loss became {float(loss)} at epoch {self._epoch}, batch {batch + 1}")
+            self.error = NonFiniteLossError(f"loss became {float(loss)} at epoch {self.epoch}, batch {batch + 1}")
             self.model.stop_training = True
             return
         if self._on_batch is not None:
-            self._on_batch(self._epoch, batch + 1)
+            self._on_batch(self.epoch, batch + 1)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.error is not None:
