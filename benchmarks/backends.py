@@ -10,7 +10,7 @@ On a GPU it also measures mixed precision (`mixed_float16`) and compilation on a
 TensorFlow, `jit` on JAX, `torch.compile` on PyTorch), the GPU memory before and after 20 trials in
 one process, and studies per hour with 1, 2, 4 and 8 `ablate run --workers N` sharing the GPU
 (when ablate's runtime, Optuna and MLflow, is installed there). `--budget` caps the whole run
-(default 420 s); what did not fit says so in the table.
+(default 360 s, so that with start-up it ends within 8 minutes); what did not fit says so in the table.
 
     .venv/bin/python benchmarks/backends.py                 # here: every installed backend, CPU rows
     python3 benchmarks/backends.py --backends jax,torch     # a GPU machine without TensorFlow
@@ -50,7 +50,9 @@ def main() -> None:
     parser.add_argument("--backends", default=",".join(b for b in BACKENDS if importlib.util.find_spec(b)))
     parser.add_argument("--train-size", type=int, default=2048, help="images per epoch (default 2048)")
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs after one warm-up epoch (default 2)")
-    parser.add_argument("--budget", type=float, default=420.0, help="seconds for the whole run (default 420)")
+    parser.add_argument("--budget", type=float, default=360.0, help="seconds for the whole run (default 360)")
+    parser.add_argument("--full", action="store_true",
+                        help="run the GPU-only sections on a CPU too (memory as the process's RSS): checks the script")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # one backend's measurements, in its own process
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -70,10 +72,10 @@ def drive(args: argparse.Namespace) -> None:
     for index, backend in enumerate(names):
         share = (deadline - time.time()) / (len(names) - index)  # what is left, shared by the backends left
         command = [sys.executable, __file__, "--child", backend, "--train-size", str(args.train_size),
-                   "--epochs", str(args.epochs), "--deadline", str(time.time() + share)]
+                   "--epochs", str(args.epochs), "--deadline", str(time.time() + share), *(["--full"] if args.full else [])]
         print(f"backends: measuring {backend} (up to {share:.0f} s)", flush=True)
         try:
-            done = subprocess.run(command, env={**os.environ, "KERAS_BACKEND": backend}, capture_output=True,
+            done = subprocess.run(command, env={**os.environ, "KERAS_BACKEND": backend, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}, capture_output=True,
                                   text=True, timeout=share + 60, check=False)
         except subprocess.TimeoutExpired:
             results.append({"backend": backend, "error": "past its time budget"})
@@ -100,16 +102,17 @@ def drive(args: argparse.Namespace) -> None:
 def measure(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     """One backend's rows: throughput per model and variant; on a GPU also memory and workers."""
     import keras
+    from train_throughput import matmul_rate
 
     from ablate.training.device import describe_device
-    from train_throughput import matmul_rate
 
     assert keras.backend.backend() == backend, f"KERAS_BACKEND={backend} expected, Keras runs {keras.backend.backend()}"
     device = describe_device()
     gpu = device.startswith("GPU")
+    every = gpu or args.full
     peak = matmul_rate()
     variants = [("SeededBatches", "float32", "default"), ("arrays", "float32", "default")]
-    if gpu:
+    if every:
         variants += [("SeededBatches", "mixed_float16", "default"), ("SeededBatches", "float32", "compile on"),
                      ("SeededBatches", "float32", "compile off")]
     rows: list[list[Any]] = []
@@ -128,10 +131,11 @@ def measure(backend: str, args: argparse.Namespace) -> dict[str, Any]:
                          100 * rate * flops / peak])
             print(rows[-1], file=sys.stderr, flush=True)
     result: dict[str, Any] = {"backend": backend, "device": device, "matmul_gflops": peak / 1e9, "rows": rows, "notes": notes}
-    if gpu and time.time() < args.deadline:
-        result["memory"] = memory_after_trials(backend, 20)
-        notes.append("GPU memory in one process, MB: " + ", ".join(f"{k} {v:.0f}" for k, v in result["memory"].items()))
-    if gpu and time.time() < args.deadline:
+    if every and time.time() < args.deadline:
+        result["memory"] = memory_after_trials(backend, 20, gpu=gpu)
+        what = "GPU memory" if gpu else "process RSS (no GPU)"
+        notes.append(f"{what} in one process, MB: " + ", ".join(f"{k} {v:.0f}" for k, v in result["memory"].items()))
+    if every and time.time() < args.deadline:
         result["studies_per_hour"] = studies_per_hour(backend, args.deadline, notes)
     return result
 
@@ -139,12 +143,12 @@ def measure(backend: str, args: argparse.Namespace) -> dict[str, Any]:
 def train_rate(filters: int, feed: str, precision: str, compiled: str, args: argparse.Namespace) -> tuple[float, float]:
     """Median images/s over the timed epochs (after one warm-up epoch), and training FLOPs per image."""
     import keras
+    from train_throughput import conv_flops_per_image
 
     from ablate.models import build_unet
     from ablate.spec.run_config import DataConfig, ModelConfig, TrainConfig
     from ablate.training.data import load_splits, training_noise
     from ablate.training.fit import SeededBatches, compile_model
-    from train_throughput import conv_flops_per_image
 
     splits = load_splits(DataConfig(train_size=args.train_size))
     noisy = training_noise(splits.x_train, DataConfig(), 0)
@@ -170,8 +174,13 @@ def train_rate(filters: int, feed: str, precision: str, compiled: str, args: arg
         keras.backend.clear_session()
 
 
-def gpu_memory_mb(backend: str) -> float:
-    """GPU memory the backend holds now, in MB."""
+def memory_mb(backend: str, gpu: bool) -> float:
+    """GPU memory the backend holds now, in MB; without a GPU, the process's resident memory."""
+    if not gpu:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
     if backend == "torch":
         import torch
 
@@ -186,7 +195,7 @@ def gpu_memory_mb(backend: str) -> float:
     return tf.config.experimental.get_memory_info("GPU:0")["current"] / 2**20
 
 
-def memory_after_trials(backend: str, trials: int) -> dict[str, float]:
+def memory_after_trials(backend: str, trials: int, *, gpu: bool) -> dict[str, float]:
     """GPU memory after one trial and after `trials` trials in this process (each: build, fit, clear_session)."""
     import keras
 
@@ -197,7 +206,7 @@ def memory_after_trials(backend: str, trials: int) -> dict[str, float]:
 
     splits = load_splits(DataConfig(train_size=1024))
     noisy = training_noise(splits.x_train, DataConfig(), 0)
-    found: dict[str, float] = {"before": gpu_memory_mb(backend)}
+    found: dict[str, float] = {"before": memory_mb(backend, gpu)}
     for trial in range(trials):
         model = build_unet(ModelConfig(filters=16, skip="concat" if trial % 2 else "none"), splits.shape)
         compile_model(model, TrainConfig(batch_size=BATCH))
@@ -206,8 +215,8 @@ def memory_after_trials(backend: str, trials: int) -> dict[str, float]:
         keras.backend.clear_session()
         gc.collect()
         if trial == 0:
-            found["after 1 trial"] = gpu_memory_mb(backend)
-    found[f"after {trials} trials"] = gpu_memory_mb(backend)
+            found["after 1 trial"] = memory_mb(backend, gpu)
+    found[f"after {trials} trials"] = memory_mb(backend, gpu)
     return found
 
 

@@ -173,6 +173,19 @@ def test_a_backend_that_is_not_installed_is_refused_with_its_extra(monkeypatch) 
     assert os.environ.get("KERAS_BACKEND") != "jax"
 
 
+def test_jax_is_told_not_to_take_the_gpu_memory_of_workers_sharing_it(monkeypatch) -> None:
+    if not installed("jax"):
+        pytest.skip("jax is not installed")
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")  # restored after the test, like the variable below
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+    monkeypatch.delitem(sys.modules, "keras")  # as in a fresh process, before Keras is imported
+    assert select_backend("jax") == "jax"
+    assert os.environ["KERAS_BACKEND"] == "jax" and os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "true")  # a user's own choice stays
+    select_backend("jax")
+    assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "true"
+
+
 def test_backend_flag_on_the_commands_that_train() -> None:
     for command in ("run", "reproduce", "worker", "submit"):
         shown = ablate(command, "--help", timeout=60)
@@ -210,3 +223,48 @@ def test_every_family_and_engine_on_each_backend(tmp_path, backend: str) -> None
     [nan] = smoke["nan"]
     assert nan["state"] == "FAIL" and nan["error"].startswith("NonFiniteLossError: loss became nan at epoch 1"), nan
     assert states("weights") == ["COMPLETE"] * 20
+
+
+@pytest.mark.slow
+def test_the_backend_as_a_factor_trains_each_level_on_its_own_backend(project) -> None:
+    """`factors: {train.backend: [tensorflow, torch]}`: `ablate run` starts a worker per backend; each takes its own."""
+    if not installed("torch"):
+        pytest.skip("torch is not installed")
+    raw = study_raw() | {"name": "by-backend", "factors": {"train.backend": ["tensorflow", "torch"]}}
+    raw["tracking"] = {"image_every": 0, "images": 2, "save_model": False}
+    with StudyProgress(Console(file=io.StringIO())) as progress:
+        outcome = run_study(spec_from_dict(raw), project, progress=progress, recycle_after=0)
+    assert (outcome.complete, outcome.failed) == (2, 0)
+    study = optuna.load_study(study_name="by-backend", storage=project.storage)
+    assert study.user_attrs["ablate.backend"] == "train.backend"
+    client = MlflowClient(project.tracking_uri)
+    for trial in study.trials:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.data.tags["ablate.backend"] == run.data.params["train.backend"] == trial.params["train.backend"]
+    # The same model on both: the same parameter count, so only the backend differs.
+    counts = {client.get_run(t.user_attrs["mlflow_run_id"]).data.metrics["parameters"] for t in study.trials}
+    assert len(counts) == 1
+
+
+def test_the_backend_setting_is_checked_where_it_is_written() -> None:
+    from ablate.spec.errors import SpecError
+
+    with pytest.raises(SpecError, match="train.backend"):
+        spec_from_dict(study_raw() | {"factors": {"train.backend": ["tensorflow", "theano"]}})
+    with pytest.raises(SpecError, match="the backend as a factor needs design grid or one-at-a-time"):
+        spec_from_dict(study_raw() | {"factors": {"train.backend": ["tensorflow", "jax"]}, "design": "search"})
+    with pytest.raises(SpecError, match="both fixed"):
+        spec_from_dict(study_raw() | {"factors": {"train.backend": ["tensorflow", "jax"]}, "train": {"backend": "jax"}})
+    fixed = spec_from_dict(study_raw() | {"train": {"epochs": 1, "backend": "jax"}}).spec
+    assert fixed.train.backend == "jax" and fixed.backend_levels() == ()
+    # Unset, it is not written back, so the stored spec of every earlier study is unchanged.
+    assert "backend" not in spec_from_dict(study_raw()).spec.to_file()["train"]
+
+
+@pytest.mark.slow
+def test_a_study_that_fixes_its_backend_refuses_another(project) -> None:
+    raw = study_raw() | {"name": "fixed-jax", "train": {"epochs": 1, "backend": "jax"}}
+    with pytest.raises(Exception, match=r"sets train.backend: jax, and this process runs Keras on tensorflow; run it with --backend jax"):
+        with StudyProgress(Console(file=io.StringIO())) as progress:
+            run_study(spec_from_dict(raw), project, progress=progress)
+    assert not (Path(project.home) / "optuna.db").exists() or not optuna.get_all_study_names(project.storage)

@@ -25,6 +25,7 @@ DEFAULT_BACKEND = "tensorflow"
 BACKEND_ENV = "KERAS_BACKEND"
 # The module each backend needs, and the extra of ablate's package that installs it.
 BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+JAX_PREALLOCATE_ENV = "XLA_PYTHON_CLIENT_PREALLOCATE"
 BACKEND_EXTRAS = {"tensorflow": "", "jax": "ablate[jax]", "torch": "ablate[torch]"}
 
 
@@ -59,12 +60,25 @@ def select_backend(choice: str | None = None) -> str:
                 f"start a new process with --backend {name} (or {BACKEND_ENV}={name})"
             )
         return name
+    require_installed(name)
+    os.environ[BACKEND_ENV] = name
+    if name == "jax":
+        # JAX takes 75% of a GPU's memory at its first op unless told not to: workers sharing a
+        # GPU would each claim it (TensorFlow's counterpart: training.device.enable_gpu_memory_growth).
+        os.environ.setdefault(JAX_PREALLOCATE_ENV, "false")
+    return name
+
+
+def require_installed(name: str, *, where: str = "--backend") -> None:
+    """Refuse a backend whose library this environment lacks, naming the extra that installs it.
+
+    Raises:
+        BackendError: `name`'s library is not installed.
+    """
     if importlib.util.find_spec(BACKEND_MODULES[name]) is None:
         extra = BACKEND_EXTRAS[name]
         how = f"pip install '{extra}'" if extra else "pip install tensorflow"
         raise BackendError(
             f"the {name} backend is not installed in this environment ({sys.executable}); install it ({how}) "
-            f"or choose another with --backend {'|'.join(b for b in BACKENDS if b != name)}"
+            f"or choose another with {where} {'|'.join(b for b in BACKENDS if b != name)}"
         )
-    os.environ[BACKEND_ENV] = name
-    return name

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ablate.backends import require_installed
 from ablate.project import Project
 from ablate.runtime.logs import quiet_libraries
 from ablate.runtime.progress import StudyProgress
@@ -73,6 +74,8 @@ def run_study(
 
         return run_keras_tuner(loaded, project, progress=progress, workers=workers, gpus=gpus)
     quiet_libraries()
+    for backend in spec.backend_levels():  # a train.backend factor: each level's workers need its library
+        require_installed(backend, where="factors.train.backend:")
     for cell in spec.cells():
         load_arrays(spec.run_config(cell, seed=spec.seed).data)  # fail before creating anything
     reach_tracking(project.tracking_uri)  # seconds, not MLflow's minutes of retries; before the folder or the lock
@@ -89,7 +92,7 @@ def run_study(
         before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
         interrupted = False
         try:
-            if workers == 1 and not gpus and not recycle_after:
+            if workers == 1 and not gpus and not recycle_after and not spec.backend_levels():
                 from ablate.runtime.worker_loop import serve  # Keras: see the note above
 
                 work = StudyWork(study, storage, spec, tracker, experiment_id, parent_run_id)
@@ -128,7 +131,7 @@ def _run_workers_retrying_lost_trials(
         try:
             run_workers(
                 spec.name, project, workers=workers, gpus=gpus, console=progress.console, recycle_after=recycle_after,
-                on_trial_end=progress.end_trial,
+                on_trial_end=progress.end_trial, backends=spec.backend_levels(),
             )
         except WorkerFailedError as error:
             failure = error

@@ -27,6 +27,7 @@ from ablate.runtime.optuna_internals import cached_storage, trial_id
 from ablate.runtime.sampling import directions, pruner_for, sampler_for
 from ablate.spec.attributes import (
     BACKEND_ATTR,
+    BACKEND_FACTOR,
     CELL_ATTR,
     ERROR_ATTR,
     EXPERIMENT_ATTR,
@@ -41,7 +42,7 @@ from ablate.spec.dotted import flatten
 from ablate.spec.levels import cell_key
 from ablate.spec.loading import LoadedSpec
 from ablate.spec.samplers import require_samplers
-from ablate.spec.study_spec import ADDED_SETTINGS, StudySpec
+from ablate.spec.study_spec import ADDED_SETTINGS, BACKEND_SETTING, StudySpec
 from ablate.tracking.environment import environment_tags
 
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -101,6 +102,7 @@ def open_study(spec: StudySpec, storage: Any) -> optuna.Study:
     `storage` is a URL or an `optuna.storages.RDBStorage` (see `ablate.runtime.storage.open_storage`).
     """
     require_samplers(spec)  # a missing sampler package must not leave an empty study behind
+    require_spec_backend(spec)  # nor a study that fixes another backend than this process's
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=spec.name,
@@ -116,7 +118,7 @@ def open_study(spec: StudySpec, storage: Any) -> optuna.Study:
         )
     # A local run is one worker: salt 0 makes its search reproducible (see sampler_for).
     study.sampler = sampler_for(spec, trials_so_far=len(study.get_trials(deepcopy=False)), salt="0")
-    check_backend(study)
+    check_backend(study, spec)
     stored = study.user_attrs.get(FINGERPRINT_ATTR)
     fingerprint = spec.fingerprint()
     if stored is None:
@@ -137,28 +139,54 @@ def open_study(spec: StudySpec, storage: Any) -> optuna.Study:
     return study
 
 
-def check_backend(study: optuna.Study) -> str:
+def check_backend(study: optuna.Study, spec: StudySpec) -> str:
     """Record the Keras backend on a new study, or refuse to run a study that another backend started.
 
-    Studies stored before backends were recorded ran on TensorFlow, the only backend then; they
-    are recorded as whatever backend resumes them first.
+    A study whose `train.backend` is a factor is recorded as `BACKEND_FACTOR`: any backend's worker
+    may serve it, each taking only its own backend's trials (`trial_backend`). A fixed
+    `train.backend` must be the process's. Studies stored before backends were recorded ran on
+    TensorFlow, the only backend then; they are recorded as whatever backend resumes them first.
 
     Raises:
-        BackendMismatchError: the study's trials so far trained on another backend.
+        BackendMismatchError: the study's trials so far trained on another backend, or the study
+            fixes another.
+    """
+    running = require_spec_backend(spec)
+    wanted = BACKEND_FACTOR if spec.backend_levels() else spec.train.backend or running
+    stored = study.user_attrs.get(BACKEND_ATTR)
+    if stored is None:
+        study.set_user_attr(BACKEND_ATTR, wanted)
+    elif stored != wanted:
+        what = "trains each train.backend level on its own backend" if stored == BACKEND_FACTOR else f"trains on the {stored} backend"
+        raise BackendMismatchError(
+            f"study {study.study_name!r} {what}, and this process runs Keras on {running}; one study does not "
+            f"mix backends. Run it with --backend {stored if stored != BACKEND_FACTOR else running}, or give "
+            f"this variant its own name (--set name={study.study_name}-{running})"
+        )
+    return stored or wanted
+
+
+def require_spec_backend(spec: StudySpec) -> str:
+    """The process's Keras backend, refused when the study fixes another (`train.backend`); before anything is created.
+
+    Raises:
+        BackendMismatchError: the study sets `train.backend` to another backend than this process's.
     """
     import keras  # the backend is fixed once Keras is imported (ablate.backends.select_backend)
 
-    running = keras.backend.backend()
-    stored = study.user_attrs.get(BACKEND_ATTR)
-    if stored is None:
-        study.set_user_attr(BACKEND_ATTR, running)
-    elif stored != running:
+    running: str = keras.backend.backend()
+    if spec.train.backend not in (None, running):
         raise BackendMismatchError(
-            f"study {study.study_name!r} trains on the {stored} backend, and this process runs Keras on {running}; "
-            f"one study does not mix backends. Run it with --backend {stored}, or give the {running} variant its own "
-            f"name (--set name={study.study_name}-{running})"
+            f"study {spec.name!r} sets train.backend: {spec.train.backend}, and this process runs Keras on {running}; "
+            f"run it with --backend {spec.train.backend}"
         )
     return running
+
+
+def trial_backend(trial: FrozenTrial) -> str | None:
+    """The backend an enqueued trial must train on (its `train.backend` level), or None for any."""
+    level = trial.params.get(BACKEND_SETTING, trial.system_attrs.get("fixed_params", {}).get(BACKEND_SETTING))
+    return None if level is None else str(level)
 
 
 def load_study(name: str, storage: str) -> optuna.Study:

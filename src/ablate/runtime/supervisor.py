@@ -25,6 +25,7 @@ from typing import IO, Any
 from rich.markup import escape
 from rich.text import Text
 
+from ablate.backends import BACKEND_ENV
 from ablate.errors import AblateError, Interrupted
 from ablate.project import HOME_ENV, STORAGE_ENV, TRACKING_ENV, Project
 from ablate.runtime.recycling import MARKS_ENV, RECYCLE_EXIT, TRIAL_END_MARK, WORKER_INDEX_ENV, forks_available
@@ -61,8 +62,12 @@ def run_workers(
     console: Any,
     recycle_after: int = 0,
     on_trial_end: Callable[[str, str], None] | None = None,
+    backends: Sequence[str] = (),
 ) -> None:
     """Start `workers` processes on study `name` (worker i on GPU gpus[i % len(gpus)]) and wait.
+
+    With `backends` (a `train.backend` factor's levels), `workers` processes per backend, each with
+    `KERAS_BACKEND` set to its own: each takes only its backend's trials.
 
     With `recycle_after` > 0 each worker is a succession of child processes of at most that many
     trials each (see the module docstring). `on_trial_end(label, outcome)` is told of each trial a
@@ -74,14 +79,18 @@ def run_workers(
     if workers < 1:
         raise AblateError(f"--workers must be at least 1; received {workers}")
     slots = []
-    for index in range(workers):
+    for index in range(workers * max(len(backends), 1)):
         gpu = gpus[index % len(gpus)] if gpus else None
-        # One plain local worker needs no label; several (or a GPU) are told apart by theirs.
-        prefix = "" if workers == 1 and gpu is None else f"[w{index + 1}{'' if gpu is None else f' gpu {gpu}'}] "
+        backend = backends[index // workers] if backends else None
+        # One plain local worker needs no label; several (or a GPU, or a backend) are told apart by theirs.
+        label = "".join(f" {part}" for part in (f"gpu {gpu}" if gpu is not None else "", backend or "") if part)
+        prefix = "" if workers == 1 and gpu is None and backend is None else f"[w{index + 1}{label}] "
         argv = [sys.executable, "-m", "ablate", "worker", "--study", name]
         # The worker's index seeds its sampler (ablate.runtime.sampling.sampler_for): worker 0 of a local run
         # searches reproducibly, and workers of one run never draw the same random sequence.
         env = {**worker_env(project, gpu), WORKER_INDEX_ENV: str(index)}
+        if backend is not None:
+            env[BACKEND_ENV] = backend
         slots.append(Slot(argv, env, prefix=prefix, recycle_after=recycle_after))
     codes = supervise(slots, console, on_trial_end=on_trial_end)
     bad = [(i + 1, code) for i, code in enumerate(codes) if code != 0]

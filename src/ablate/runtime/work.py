@@ -85,7 +85,7 @@ def attach(name: str, storage: RDBStorage, tracker: Tracker) -> StudyWork:
             f"study {name!r} holds no ablate study spec (user attr {SPEC_ATTR!r}); submit it with `ablate submit`"
         )
     spec = StudySpec.model_validate(attrs[SPEC_ATTR])
-    check_backend(study)  # a worker on another backend than the study's refuses it
+    check_backend(study, spec)  # a worker on another backend than the study's refuses it
     check_builder(spec.model)  # a custom model's builder: this machine's copy must be the study's
     if spec.engine != "optuna":
         raise NotAnAblateStudyError(

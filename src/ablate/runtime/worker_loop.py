@@ -31,7 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ablate.runtime.optuna_internals import trial_handle, trial_id
 from ablate.runtime.progress import StudyProgress
 from ablate.runtime.storage import Heartbeat, retry
-from ablate.runtime.studies import LIVE_STATES, study_summary
+from ablate.runtime.studies import LIVE_STATES, study_summary, trial_backend
 from ablate.runtime.trial import averaging, run_trial, worker_tags
 from ablate.runtime.work import StudyWork, _attr_setter, _skip
 from ablate.spec.attributes import CELL_ATTR, ERROR_ATTR, SEED_ATTR, SKIPPED
@@ -47,7 +47,7 @@ def pop_trial(work: StudyWork) -> optuna.Trial | None:
     tried in turn; the storage moves it to RUNNING only if it is still WAITING, under a row lock,
     so of several workers racing for it exactly one wins and the others move on to the next.
     """
-    for waiting in work.trials((TrialState.WAITING,)):
+    for waiting in waiting_here(work):
         try:
             won = retry(
                 lambda: work.cached.set_trial_state_values(trial_id(waiting), state=TrialState.RUNNING),  # noqa: B023 - called at once
@@ -198,5 +198,17 @@ def end_if_done(work: StudyWork) -> bool:
 
 
 def has_running(work: StudyWork) -> bool:
-    """Whether some trial still runs (it may yet go stale and come back as a retry)."""
-    return bool(work.trials((TrialState.RUNNING,)))
+    """Whether some trial this worker could take still runs (it may yet go stale and come back as a retry)."""
+    return bool(_here(work.trials((TrialState.RUNNING,))))
+
+
+def waiting_here(work: StudyWork) -> list[FrozenTrial]:
+    """The enqueued trials this process may run: all, but of a `train.backend` factor only its backend's."""
+    return _here(work.trials((TrialState.WAITING,)))
+
+
+def _here(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    import keras  # imported already: the backend was fixed when this process imported it
+
+    own = keras.backend.backend()
+    return [t for t in trials if trial_backend(t) in (None, own)]

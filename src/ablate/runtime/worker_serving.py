@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 import keras
-from optuna.trial import TrialState
 
 from ablate.redaction import redact
 from ablate.runtime.logs import quiet_libraries
@@ -23,9 +22,9 @@ from ablate.runtime.recycling import MARKS_ENV, RECYCLE_EXIT, TRIAL_END_MARK
 from ablate.runtime.retries import StaleTrialHandler
 from ablate.runtime.storage import heartbeat_seconds, open_storage, reach_tracking, retry, stale_grace
 from ablate.runtime.work import StudyWork, attach, worker_id
-from ablate.runtime.worker_loop import has_running, serve
+from ablate.runtime.worker_loop import has_running, serve, waiting_here
 from ablate.runtime.worker_options import WorkerOptions, raise_interrupt
-from ablate.spec.attributes import BACKEND_ATTR, SPEC_ATTR
+from ablate.spec.attributes import BACKEND_ATTR, BACKEND_FACTOR, SPEC_ATTR
 from ablate.tracking.tracker import Tracker
 from ablate.training.device import describe_device
 
@@ -66,7 +65,7 @@ def serve_here(
                 s.study_name
                 for s in sorted(summaries, key=summary_study_id)
                 if SPEC_ATTR in s.user_attrs and s.user_attrs[SPEC_ATTR].get("engine", "optuna") == "optuna"
-                and s.user_attrs.get(BACKEND_ATTR, backend) == backend
+                and s.user_attrs.get(BACKEND_ATTR, backend) in (backend, BACKEND_FACTOR)
             ]  # engine keras-tuner studies run in `ablate run` only; another backend's studies, on its workers
         else:
             names = list(options.studies)
@@ -108,6 +107,6 @@ def work_left(works: list[StudyWork], *, wait: bool) -> bool:
     for work in works:
         if work.spec.design == "search":
             return True  # a search asks its sampler for new trials while its budget lasts
-        if work.trials((TrialState.WAITING,)) or (wait and has_running(work)):
+        if waiting_here(work) or (wait and has_running(work)):
             return True
     return False

@@ -12,6 +12,7 @@ FINGERPRINT_ATTR = "ablate.fingerprint"  # the settings that make results compar
 EXPERIMENT_ATTR = "mlflow_experiment_id"
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 BACKEND_ATTR = "ablate.backend"  # the Keras backend of the study's first run: others refuse it (ablate.backends)
+BACKEND_FACTOR = "train.backend"  # BACKEND_ATTR of a study whose backend is a factor: each level on its own workers
 MEMBERS_ATTR = "ablate.ensemble.members"  # the source runs a weight study was searched over
 
 # On each trial.

@@ -258,6 +258,12 @@ class TrainConfig(Frozen):
     metrics: tuple[str, ...] = Field(
         (), description="Keras metric identifiers a custom model is compiled with; logged as train_NAME / val_NAME"
     )
+    # The Keras backend that trains (ablate.backends): unset, whichever the process runs (--backend);
+    # fixed, the study refuses a process on another; as a factor, each level's trials run in workers
+    # of that backend, so "does the answer depend on the backend?" is a question a study can ask.
+    backend: Literal["tensorflow", "jax", "torch"] | None = Field(
+        None, description="the Keras backend: tensorflow, jax or torch (default: the process's, --backend)"
+    )
 
     @field_validator("metrics")
     @classmethod
@@ -345,4 +351,4 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "denoise": ("mse",), "reconstruct": ("mse",), "classify": ("accuracy",), "regress": ("mae",),
 }
 CUSTOM_MODEL_SETTINGS = ("family", "builder", "builder_digest", "params", "remove")
-OPTIONAL_SETTINGS = ("data.loader", "data.image_size", "model.builder", "model.builder_digest", "train.metrics")
+OPTIONAL_SETTINGS = ("data.loader", "data.image_size", "model.builder", "model.builder_digest", "train.metrics", "train.backend")

@@ -348,6 +348,7 @@ class StudySpec(Frozen):
         self._levels_valid()
         if family == "ensemble":
             check_ensemble_spec(self)  # what a weight study may search; see ablate.families.ensemble_weights
+        self._backend_fits()
         if self.design == "search":
             self._search_fits()
         elif self.engine == "keras-tuner":
@@ -438,6 +439,23 @@ class StudySpec(Frozen):
             else:
                 cell[other] = int(factor.low or 0) if factor.type == "int" else factor.low
         return cell
+
+    def backend_levels(self) -> tuple[str, ...]:
+        """The backends a `train.backend` factor varies over; () when the backend is not a factor."""
+        factor = self.factors.get(BACKEND_SETTING)
+        return tuple(str(level) for level in factor.grid_levels(BACKEND_SETTING)) if factor is not None else ()
+
+    def _backend_fits(self) -> None:
+        if BACKEND_SETTING not in self.factors:
+            return
+        if self.design == "search" or self.engine != "optuna":
+            raise ValueError(
+                f"factors.{BACKEND_SETTING}: the backend as a factor needs design grid or one-at-a-time with engine "
+                "optuna (each level's enqueued trials run in workers of that backend; a searched trial runs in the "
+                "worker that asked for it)"
+            )
+        if self.train.backend is not None:
+            raise ValueError(f"{BACKEND_SETTING} is both fixed ({self.train.backend}) and a factor; keep one")
 
     def _search_fits(self) -> None:
         search = self.search
@@ -632,11 +650,12 @@ class StudySpec(Frozen):
         )
 
 
+BACKEND_SETTING = "train.backend"
 AUTO_REMOVAL = "auto"  # the `model.remove` factor that means: each skip connection of the built model
 
 # Settings added to the schema after studies were stored, with the default that gives the results
 # those studies had: a stored fingerprint without one of them still agrees while it is at this value.
-ADDED_SETTINGS: dict[str, Any] = {"model.remove": "none", "task": "denoise", "train.metrics": []}
+ADDED_SETTINGS: dict[str, Any] = {"model.remove": "none", "task": "denoise", "train.metrics": [], "train.backend": None}
 
 
 def _setting_names() -> set[str]:
