@@ -226,7 +226,7 @@ def test_every_family_and_engine_on_each_backend(tmp_path, backend: str) -> None
 
 
 @pytest.mark.slow
-def test_the_backend_as_a_factor_trains_each_level_on_its_own_backend(project) -> None:
+def test_the_backend_as_a_factor_trains_each_level_on_its_own_backend(project, capsys) -> None:
     """`factors: {train.backend: [tensorflow, torch]}`: `ablate run` starts a worker per backend; each takes its own."""
     if not installed("torch"):
         pytest.skip("torch is not installed")
@@ -244,6 +244,13 @@ def test_the_backend_as_a_factor_trains_each_level_on_its_own_backend(project) -
     # The same model on both: the same parameter count, so only the backend differs.
     counts = {client.get_run(t.user_attrs["mlflow_run_id"]).data.metrics["parameters"] for t in study.trials}
     assert len(counts) == 1
+    # The report answers the question like any other factor's.
+    from ablate.cli.main import main
+
+    capsys.readouterr()
+    assert main(["report", "by-backend", "--home", str(project.home), "--format", "json", "--no-log"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert "train.backend" in json.dumps(answer["effects"])
 
 
 def test_the_backend_setting_is_checked_where_it_is_written() -> None:
