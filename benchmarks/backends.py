@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(MARK + json.dumps(measure(args.child, args)), flush=True)
+        measure(args.child, args)  # prints its results after each section (MARK lines; the last is the whole)
         return
     drive(args)
 
@@ -74,18 +74,20 @@ def drive(args: argparse.Namespace) -> None:
         command = [sys.executable, __file__, "--child", backend, "--train-size", str(args.train_size),
                    "--epochs", str(args.epochs), "--deadline", str(time.time() + share), *(["--full"] if args.full else [])]
         print(f"backends: measuring {backend} (up to {share:.0f} s)", flush=True)
+        env = {**os.environ, "KERAS_BACKEND": backend, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
         try:
-            done = subprocess.run(command, env={**os.environ, "KERAS_BACKEND": backend, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}, capture_output=True,
-                                  text=True, timeout=share + 60, check=False)
-        except subprocess.TimeoutExpired:
-            results.append({"backend": backend, "error": "past its time budget"})
-            continue
-        found = [line[len(MARK):] for line in done.stdout.splitlines() if line.startswith(MARK)]
-        if done.returncode or not found:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-            results.append({"backend": backend, "error": f"exit {done.returncode}: " + " | ".join(tail)})
-        else:
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=share + 60, check=False)
+            stdout, stderr, code = done.stdout, done.stderr, str(done.returncode)
+        except subprocess.TimeoutExpired as late:  # keep the sections it finished (it prints after each)
+            stdout, stderr, code = _text(late.stdout), _text(late.stderr), "killed past its time budget"
+        found = [line[len(MARK):] for line in stdout.splitlines() if line.startswith(MARK)]
+        if found:
             results.append(json.loads(found[-1]))
+            if code != "0":
+                results[-1]["notes"].append(f"ended early ({code}); the sections above finished")
+        else:
+            tail = (stderr or stdout).strip().splitlines()[-5:]
+            results.append({"backend": backend, "error": f"exit {code}: " + " | ".join(tail)})
     rows = [row for result in results for row in result.get("rows", [])]
     rows += [[r["backend"], "-", "-", "-", "-", "failed: " + r["error"], "", ""] for r in results if "error" in r]
     extra = {"results": results, "args": {k: v for k, v in vars(args).items() if k not in ("child", "deadline")}}
@@ -131,13 +133,26 @@ def measure(backend: str, args: argparse.Namespace) -> dict[str, Any]:
                          100 * rate * flops / peak])
             print(rows[-1], file=sys.stderr, flush=True)
     result: dict[str, Any] = {"backend": backend, "device": device, "matmul_gflops": peak / 1e9, "rows": rows, "notes": notes}
+    show(result)
     if every and time.time() < args.deadline:
         result["memory"] = memory_after_trials(backend, 20, gpu=gpu)
         what = "GPU memory" if gpu else "process RSS (no GPU)"
         notes.append(f"{what} in one process, MB: " + ", ".join(f"{k} {v:.0f}" for k, v in result["memory"].items()))
+        show(result)
     if every and time.time() < args.deadline:
-        result["studies_per_hour"] = studies_per_hour(backend, args.deadline, notes)
+        result["studies_per_hour"] = {}
+        studies_per_hour(backend, args.deadline, notes, result["studies_per_hour"], lambda: show(result))
+    show(result)
     return result
+
+
+def show(result: dict[str, Any]) -> None:
+    """Hand the results so far to the driving process (which keeps the last it saw)."""
+    print(MARK + json.dumps(result), flush=True)
+
+
+def _text(captured: str | bytes | None) -> str:
+    return captured.decode("utf-8", "replace") if isinstance(captured, bytes) else captured or ""
 
 
 def train_rate(filters: int, feed: str, precision: str, compiled: str, args: argparse.Namespace) -> tuple[float, float]:
@@ -220,12 +235,12 @@ def memory_after_trials(backend: str, trials: int, *, gpu: bool) -> dict[str, fl
     return found
 
 
-def studies_per_hour(backend: str, deadline: float, notes: list[str]) -> dict[str, float]:
-    """`ablate run --workers N` of an 8-trial study sharing GPU 0: studies per hour for each N."""
+def studies_per_hour(backend: str, deadline: float, notes: list[str], rates: dict[str, float], shown: Any) -> None:
+    """`ablate run --workers N` of an 8-trial study sharing GPU 0: studies per hour for each N, into `rates`."""
     missing = [m for m in ("optuna", "mlflow", "pydantic", "yaml") if importlib.util.find_spec(m) is None]
     if missing:
         notes.append(f"studies per hour: skipped, {', '.join(missing)} not installed (ablate's runtime)")
-        return {}
+        return
     import yaml
 
     study = {
@@ -233,7 +248,6 @@ def studies_per_hour(backend: str, deadline: float, notes: list[str]) -> dict[st
         "model": {"filters": 16, "depth": 2}, "train": {"epochs": 2, "batch_size": BATCH},
         "factors": {"model.skip": ["none", "concat"]}, "repeats": 4, "tracking": {"images": 4},
     }
-    rates: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "study.yaml"
         path.write_text(yaml.safe_dump(study))
@@ -242,18 +256,22 @@ def studies_per_hour(backend: str, deadline: float, notes: list[str]) -> dict[st
                 notes.append(f"studies per hour with {count} workers: skipped, past the time budget")
                 continue
             start = time.perf_counter()
-            done = subprocess.run(
-                [sys.executable, "-m", "ablate", "run", str(path), "--home", f"{folder}/home-{count}", "--workers",
-                 str(count), "--gpus", "0", "--backend", backend],
-                capture_output=True, text=True, check=False, timeout=max(deadline - time.time(), 1) + 60,
-                env={**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")])},
-            )
+            try:
+                done = subprocess.run(
+                    [sys.executable, "-m", "ablate", "run", str(path), "--home", f"{folder}/home-{count}", "--workers",
+                     str(count), "--gpus", "0", "--backend", backend],
+                    capture_output=True, text=True, check=False, timeout=max(deadline - time.time(), 1),
+                    env={**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")])},
+                )
+            except subprocess.TimeoutExpired:
+                notes.append(f"studies per hour with {count} workers: stopped at the time budget")
+                break
             if done.returncode:
                 notes.append(f"studies per hour with {count} workers: exit {done.returncode}: {done.stderr.strip()[-300:]}")
                 continue
             rates[f"{count} workers"] = 3600 / (time.perf_counter() - start)
+            shown()
     notes.append("studies per hour (8 trials each): " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()))
-    return rates
 
 
 if __name__ == "__main__":
