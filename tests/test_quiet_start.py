@@ -18,10 +18,13 @@ NOISE = [
     "W0000 00:00:1796277886.833100    5773 cuda_dnn.cc:8310] Unable to register cuDNN factory: Attempting to register factory for plugin cuDNN",
     "E0000 00:00:1796277886.833100    5773 cuda_blas.cc:1418] Unable to register cuBLAS factory",
     "To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild TensorFlow with the appropriate compiler flags.",
+    "E0000 00:00:1796300850.093223   29797 util.cc:131] oneDNN supports DT_INT32 only on platforms with AVX-512. Falling back to the default Eigen-based implementation if present.",
+    "E0000 00:00:1796300850.093223   29797 util.cc:131] oneDNN supports DT_BF16 only on platforms with AVX-512. Falling back to the default Eigen-based implementation if present.",
 ]
 REAL = [
     "E0000 00:00:1796277886.833100    5773 op_kernel.cc:1857] OP_REQUIRES failed at conv_ops.cc:689 : RESOURCE_EXHAUSTED",
     "W0000 00:00:1796277886.833100    5773 loop_optimizer.cc:933] Skipping loop optimization",
+    "E0000 00:00:1796277886.833100    5773 util.cc:99] Some other failure in a file of the same name",
     "UserWarning: a warning from Python",
     "error: something the user must see",
 ]
@@ -59,3 +62,22 @@ def test_keras_starts_without_noise_and_real_lines_still_show() -> None:
     assert not [m for m in MARKERS if m in quiet], quiet
     loud = start({VERBOSE_ENV: "1"})  # the same start with the filter off: the noise is really there to remove
     assert any(m in loud for m in MARKERS), loud
+
+
+def test_workers_output_is_relayed_without_the_backends_noise(monkeypatch) -> None:
+    """The lines TensorFlow prints at each forked trial's first op are dropped like the start-up ones."""
+    import io
+
+    from rich.console import Console
+
+    from ablate.runtime.supervisor import _relay
+
+    lines = [NOISE[-1], REAL[0], "  tiny #0 model.skip=none seed=0: val_loss=0.5", NOISE[1]]
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    out = io.StringIO()
+    _relay(io.StringIO("\n".join(lines) + "\n"), "[w1] ", Console(file=out, width=400))
+    assert out.getvalue().splitlines() == [f"[w1] {REAL[0]}", "[w1]   tiny #0 model.skip=none seed=0: val_loss=0.5"]
+    monkeypatch.setenv(VERBOSE_ENV, "1")  # asked for: everything
+    out = io.StringIO()
+    _relay(io.StringIO("\n".join(lines) + "\n"), "", Console(file=out, width=400))
+    assert out.getvalue().splitlines() == lines

@@ -33,6 +33,8 @@ _PATTERNS = (
     rf"^[WE]\d{{4}} [\d:.]+\s+\d+ {_GPU_FILES}\.cc:\d+\] ",
     r"^To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\.$",
     r"^This TensorFlow binary is optimized to use available CPU instructions",
+    # At a trial's first op in each forked process, an "error" that only says which CPU kernel runs.
+    r"^E\d{4} [\d:.]+\s+\d+ util\.cc:\d+\] oneDNN supports \w+ only on platforms with ",
 )
 NOISE = re.compile("|".join(_PATTERNS))
 
@@ -42,12 +44,26 @@ def is_noise(line: str) -> bool:
     return bool(NOISE.search(line.strip()))
 
 
+def verbose() -> bool:
+    """Whether the user asked to see the backend's start-up lines too (`ABLATE_STARTUP_LOGS=1`)."""
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def shown(line: str) -> bool:
+    """Whether a line of a worker's output reaches the terminal: all but the backend's noise (unless verbose).
+
+    The supervisor relays its workers' output through this, so the lines TensorFlow prints at the
+    first op of each forked trial process are filtered as the start-up ones are.
+    """
+    return verbose() or not is_noise(line)
+
+
 def import_backend_quietly() -> None:
     """Import Keras and its backend, and initialise the devices, with the start-up noise filtered out.
 
     A no-op once Keras is imported (the noise comes once per process) or with `ABLATE_STARTUP_LOGS=1`.
     """
-    if "keras" in sys.modules or os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes"):
+    if "keras" in sys.modules or verbose():
         return
     sys.stderr.flush()
     try:

@@ -28,6 +28,7 @@ from rich.text import Text
 from ablate.backends import BACKEND_ENV
 from ablate.errors import AblateError, Interrupted
 from ablate.project import HOME_ENV, STORAGE_ENV, TRACKING_ENV, Project
+from ablate.quiet_start import shown
 from ablate.runtime.recycling import MARKS_ENV, RECYCLE_EXIT, TRIAL_END_MARK, WORKER_INDEX_ENV, forks_available
 
 INTERRUPT_WAIT = 30.0  # seconds an interrupted child gets to record its trial before it is killed
@@ -259,7 +260,8 @@ def _relay(stream: IO[str], prefix: str, console: Any, on_trial_end: Callable[[s
             else:
                 console.print(f"  {label}: {outcome}", highlight=False)
             continue
-        console.print(Text(prefix + line))
+        if shown(line):  # TensorFlow's lines at each fork's first op are noise, as at start-up
+            console.print(Text(prefix + line))
 
 
 def recycled_worker_id() -> str:
