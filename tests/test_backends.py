@@ -31,6 +31,8 @@ from ablate.project import resolve_project
 from ablate.quiet_start import is_noise
 from ablate.runtime.progress import StudyProgress
 from ablate.runtime.run import run_study
+from ablate.runtime.studies import BackendMismatchError
+from ablate.runtime.submit import submit_study
 from ablate.spec.loading import spec_from_dict
 from ablate.spec.run_config import DataConfig
 from ablate.training.data import load_splits
@@ -271,7 +273,11 @@ def test_the_backend_setting_is_checked_where_it_is_written() -> None:
 @pytest.mark.slow
 def test_a_study_that_fixes_its_backend_refuses_another(project) -> None:
     raw = study_raw() | {"name": "fixed-jax", "train": {"epochs": 1, "backend": "jax"}}
-    with pytest.raises(Exception, match=r"sets train.backend: jax, and this process runs Keras on tensorflow; run it with --backend jax"):
+    with pytest.raises(BackendMismatchError, match=r"sets train.backend: jax, and this process runs Keras on tensorflow; run it with --backend jax"):
         with StudyProgress(Console(file=io.StringIO())) as progress:
             run_study(spec_from_dict(raw), project, progress=progress)
-    assert not (Path(project.home) / "optuna.db").exists() or not optuna.get_all_study_names(project.storage)
+    assert BackendMismatchError.exit_status == 2
+    assert not Path(project.home).exists()  # refused before the project folder, a storage or a run existed
+    with pytest.raises(BackendMismatchError, match="run it with --backend jax"):
+        submit_study(spec_from_dict(raw), project)
+    assert not Path(project.home).exists()

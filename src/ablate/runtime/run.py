@@ -26,6 +26,7 @@ from ablate.runtime.studies import (
     fail_interrupted,
     is_local,
     prepare_study,
+    require_spec_backend,
     study_lock,
     study_outcome,
     study_summary,
@@ -63,6 +64,7 @@ def run_study(
     memory TensorFlow keeps from each model goes with it); 0 runs one worker in this process.
     """
     require_samplers(loaded.spec)  # before the project folder, the storage or a run exists
+    require_spec_backend(loaded.spec)  # likewise: a study that fixes another backend than this process's
     if loaded.spec.model.family == "ensemble" and loaded.spec.ensemble.source == "study":  # cheap weight trials
         from ablate.runtime.engines.weight_study import run_weight_study  # Keras: see the note above
 

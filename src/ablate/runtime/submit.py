@@ -8,7 +8,7 @@ from ablate.errors import AblateError
 from ablate.project import Project
 from ablate.runtime.logs import quiet_libraries
 from ablate.runtime.storage import open_storage, reach_tracking, stale_grace
-from ablate.runtime.studies import enqueue_missing, prepare_study
+from ablate.runtime.studies import enqueue_missing, prepare_study, require_spec_backend
 from ablate.spec.loading import LoadedSpec
 from ablate.tracking.tracker import Tracker
 
@@ -39,6 +39,7 @@ def submit_study(loaded: LoadedSpec, project: Project) -> Submission:
             f"{spec.name}: a weight study (ensemble.source: study) scores all its trials in one process in seconds; "
             "run it with `ablate run` (workers do not run it; see docs/study-files.md#the-ensemble-family)"
         )
+    require_spec_backend(spec)  # before the storage or a run exists
     quiet_libraries()
     storage = open_storage(project.storage, heartbeat=None, grace=stale_grace())
     reach_tracking(project.tracking_uri)  # before the study is created
