@@ -25,6 +25,7 @@ from ablate.project import Project
 from ablate.redaction import redact
 from ablate.runtime.optuna_internals import cached_storage, trial_id
 from ablate.runtime.sampling import directions, pruner_for, sampler_for
+from ablate.runtime.storage import retry
 from ablate.spec.attributes import (
     BACKEND_ATTR,
     BACKEND_FACTOR,
@@ -155,7 +156,7 @@ def check_backend(study: optuna.Study, spec: StudySpec) -> str:
     wanted = BACKEND_FACTOR if spec.backend_levels() else spec.train.backend or running
     stored = study.user_attrs.get(BACKEND_ATTR)
     if stored is None:
-        study.set_user_attr(BACKEND_ATTR, wanted)
+        retry(lambda: study.set_user_attr(BACKEND_ATTR, wanted), what="record the study's backend")
     elif stored != wanted:
         what = "trains each train.backend level on its own backend" if stored == BACKEND_FACTOR else f"trains on the {stored} backend"
         raise BackendMismatchError(
