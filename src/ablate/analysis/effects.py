@@ -207,6 +207,12 @@ class Effect:
         seeds_for_effect: seeds for 80% power against `analysis.effect_of_interest` (None unset).
         equivalence: with `analysis.equivalence_margin`: the margin, the TOST p, its Holm-adjusted
             p over the study's comparisons, and whether it shows the two equivalent.
+        method: how the interval and the verdict were made (fixed seeds: `CI_METHOD`; a study
+            with `repeats: {until: decided}`: `ablate.analysis.sequential.METHOD`).
+        sequential: for a sequential study, the look the comparison was decided at, why its seeds
+            stopped, and the boundary (`ablate.analysis.sequential`); None otherwise.
+        confirmation: for a search's winner against its baseline, the exploratory and the
+            confirmatory paired intervals (`confirm: {seeds: N}`); None otherwise.
     """
 
     factor: str
@@ -223,6 +229,19 @@ class Effect:
     mde80: float | None = None
     seeds_for_effect: int | None = None
     equivalence: dict[str, Any] | None = None
+    method: str = CI_METHOD
+    sequential: dict[str, Any] | None = None
+    confirmation: dict[str, Any] | None = None
+
+    @property
+    def component(self) -> str:
+        """What the baseline's setting does, read as a leave-one-out verdict: helps / hurts / removable / undecided.
+
+        The effect is `level - baseline`: a change away from the baseline that is worse means the
+        baseline's component helps; one that is better means it hurts; one shown equivalent means
+        it can be removed; anything else is undecided.
+        """
+        return {"worse": "helps", "better": "hurts", "equivalent": "removable"}.get(self.verdict, "undecided")
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -241,6 +260,10 @@ class Effect:
             "mde80": self.mde80,
             "seeds_for_effect": self.seeds_for_effect,
             "equivalence": self.equivalence,
+            "method": self.method,
+            "component": self.component,
+            "sequential": self.sequential,
+            "confirmation": self.confirmation,
         }
 
 
