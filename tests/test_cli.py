@@ -42,7 +42,7 @@ def test_report_formats_spelled_once_for_help_and_report() -> None:
     assert offered == made
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["validate"], ["reproduce"], ["ui"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["validate"], ["reproduce"], ["ui"], ["audit"]])
 def test_every_help_answers(command: list[str], tmp_path: Path) -> None:
     result = ablate(*command, "--help", cwd=tmp_path, timeout=30)
     assert result.returncode == 0, result.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ablate import __version__
 from ablate.backends import select_backend
-from ablate.cli import graph, report, service
+from ablate.cli import audit, graph, report, service
 from ablate.cli.arguments import add_allow_large_option, add_backend_option, add_recycle_option, gpu_list, worker_count
 from ablate.cli.commands import reproduce_command, run_command, ui_command, validate_command
 from ablate.errors import end_on_signals, exit_code
@@ -141,4 +141,5 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_parser(commands, common, overrides)
     graph.add_parser(commands, overrides)
     service.add_parser(commands, common, overrides)
+    audit.add_parser(commands, common)
     return parser

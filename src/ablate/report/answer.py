@@ -36,7 +36,7 @@ from ablate.analysis.effects import (
 )
 from ablate.redaction import strip_credentials
 from ablate.report.collect import ReportInputError, StudyData, weight_study
-from ablate.spec.attributes import WEIGHTS_ATTR
+from ablate.spec.attributes import NOISE_FLOOR_ATTR, WEIGHTS_ATTR
 from ablate.spec.dotted import flatten, set_dotted
 from ablate.spec.errors import SpecError
 from ablate.spec.levels import Level, cell_key, format_level
@@ -180,6 +180,7 @@ def build_answer(
         "cells": cells,
         "levels": levels,
         "effects": [e.as_dict() for e in effects],
+        "noise_floor": noise_floor(data),
         "importances": importances or {"computed": False, "reason": "not computed (--bootstrap 0)"},
         "pareto": pareto,
         "best": best_configuration(spec, observations) if enumerated(spec) else best_trial(spec, data),
@@ -194,6 +195,13 @@ def build_answer(
         "diffusion": None,  # the family sections: see ablate.report.family_sections
         "ensemble": None,
     }
+
+
+def noise_floor(data: StudyData) -> dict[str, Any] | None:
+    """What `ablate audit` stored on the study: how far two runs of one trial with one seed landed
+    apart (`ablate.runtime.audit.run_audit`); None when the study was never audited."""
+    floor = getattr(data.study, "user_attrs", {}).get(NOISE_FLOOR_ATTR)
+    return dict(floor) if isinstance(floor, dict) else None
 
 
 def best_configuration(spec: StudySpec, observations: list[Observation]) -> dict[str, Any] | None:

@@ -79,6 +79,7 @@ def to_markdown(answer: dict[str, Any]) -> str:
         lines += picture_lines(answer, "effects", "paired differences with their intervals")
     else:
         lines.append("No factor has two levels: there is nothing to compare.")
+    lines += ["", "".join(md_code(text) if code else md(text) for text, code in noise_floor_parts(answer))]
     if design.get("enumerated", True):
         lines += ["", f"Intervals: {answer['methods']['ci']}. Tests: {answer['methods']['test']}. {baselines_sentence(answer)}", ""]
         lines += ["## Variants", "", f"| cell | mean {md(metric)} | 95% CI | n |", "| --- | ---: | ---: | ---: |"]
@@ -398,6 +399,27 @@ def effects_absent(answer: dict[str, Any]) -> str:
     )
 
 
+def noise_floor_parts(answer: dict[str, Any]) -> list[tuple[str, bool]]:
+    """The noise-floor sentence beside the effects, as (text, is code) parts for Markdown and HTML alike.
+
+    With a floor (`ablate audit`): how far two runs of one trial with the same seed landed apart;
+    without one, the command that measures it.
+    """
+    floor = answer.get("noise_floor")
+    if not floor:
+        return [("Noise floor: not measured; run ", False), (f"ablate audit {answer['study']}", True),
+                (" to measure how far two runs with the same seed land apart on this machine.", False)]
+    relative = f", relative {floor['relative']:.3g}" if floor.get("relative") is not None else ""
+    switch = "on" if floor.get("deterministic") else "off"
+    return [(
+        f"Noise floor: two runs of trial {floor['trial']} with the same seed landed {floor['difference']:.3g} apart "
+        f"in {floor['metric']} ({floor['original']:.6g} and {floor['rerun']:.6g}{relative}; deterministic ops {switch}, "
+        f"{floor['backend']}, {floor['device']}, {str(floor.get('date', ''))[:10]}); effects smaller than this are "
+        "within run-to-run noise." + (f" Note: {floor['note']}." if floor.get("note") else ""),
+        False,
+    )]
+
+
 def baselines_sentence(answer: dict[str, Any]) -> str:
     """Which level each factor is compared against, and why."""
     design = answer["design"]
@@ -435,6 +457,7 @@ def to_html(
     environment.globals.update(
         importance_rows=importance_rows, labels=LABELS, trial_values=trial_values,
         baselines_sentence=baselines_sentence, effects_absent=effects_absent, curves_note=curves_note,
+        noise_floor_parts=noise_floor_parts,
         diffusion_settings=diffusion_settings, diffusion_caption=diffusion_caption,
     )
     inlined = {}

@@ -14,6 +14,7 @@ PARENT_RUN_ATTR = "mlflow_parent_run_id"
 BACKEND_ATTR = "ablate.backend"  # the Keras backend of the study's first run: others refuse it (ablate.backends)
 BACKEND_FACTOR = "train.backend"  # BACKEND_ATTR of a study whose backend is a factor: each level on its own workers
 MEMBERS_ATTR = "ablate.ensemble.members"  # the source runs a weight study was searched over
+NOISE_FLOOR_ATTR = "ablate.noise_floor"  # `ablate audit`: how far two runs of one trial with one seed land apart
 
 # On each trial.
 CELL_ATTR = "ablate.cell"  # the cell key (`model.skip=concat`), or `trial-N` for a searched trial

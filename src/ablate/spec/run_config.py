@@ -264,6 +264,12 @@ class TrainConfig(Frozen):
     backend: Literal["tensorflow", "jax", "torch"] | None = Field(
         None, description="the Keras backend: tensorflow, jax or torch (default: the process's, --backend)"
     )
+    # The backend's deterministic ops (ablate.training.determinism): two runs of one trial with the
+    # same seed give the same numbers where the backend can promise it, at a measured cost in speed
+    # (docs/performance.md#deterministic-ops); `ablate audit` measures how far apart they land.
+    deterministic: bool = Field(
+        False, description="turn on the backend's deterministic ops (TensorFlow, PyTorch; JAX on a GPU only)"
+    )
 
     @field_validator("metrics")
     @classmethod

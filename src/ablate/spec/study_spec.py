@@ -288,6 +288,12 @@ class StudySpec(Frozen):
                     f"factor {name!r} is not a setting. Expected a dotted name under data., model., "
                     f"model.params. (a custom model's own settings), train., diffusion. or ensemble.{hint}"
                 )
+            if name == DETERMINISTIC_SETTING:
+                raise ValueError(
+                    f"factor {name!r}: deterministic ops are switched on for the whole process (TensorFlow cannot "
+                    "switch them off again), so its levels would mix in one worker; set train.deterministic in the "
+                    "file and compare two studies, or measure the run-to-run spread with `ablate audit`"
+                )
             earlier = list(factors)[:index]
             for parent, levels in (factor.when or {}).items():
                 if parent not in earlier:
@@ -651,11 +657,13 @@ class StudySpec(Frozen):
 
 
 BACKEND_SETTING = "train.backend"
+DETERMINISTIC_SETTING = "train.deterministic"  # process-wide in the backends: never a factor
 AUTO_REMOVAL = "auto"  # the `model.remove` factor that means: each skip connection of the built model
 
 # Settings added to the schema after studies were stored, with the default that gives the results
 # those studies had: a stored fingerprint without one of them still agrees while it is at this value.
-ADDED_SETTINGS: dict[str, Any] = {"model.remove": "none", "task": "denoise", "train.metrics": [], "train.backend": None}
+ADDED_SETTINGS: dict[str, Any] = {"model.remove": "none", "task": "denoise", "train.metrics": [], "train.backend": None,
+                                 "train.deterministic": False}
 
 
 def _setting_names() -> set[str]:

@@ -18,6 +18,7 @@ import keras
 
 from ablate.spec.run_config import RunConfig
 from ablate.spec.study_spec import TrackingSpec
+from ablate.training.determinism import use_deterministic_ops
 from ablate.training.family import Family, Report, SavedModel, TrialContext, TrialLog, TrialProgress, TrialResult
 from ablate.training.fit import portable_compile_config
 
@@ -42,10 +43,15 @@ def train_trial(
         progress: the terminal display.
         label: a short name of the trial for the display.
         report: called with (epoch, metrics) after each epoch; may raise to prune.
+
+    With `run.train.deterministic`, the backend's deterministic ops are turned on first, for the
+    rest of the process (`ablate.training.determinism`).
     """
     freeze_heap()
     keras.backend.clear_session()  # also collects the previous trial's garbage (gc.collect)
     keras.utils.set_random_seed(run.seed)
+    if run.train.deterministic:
+        use_deterministic_ops()  # process-wide, and for good on TensorFlow: see ablate.training.determinism
     return family.train(run, TrialContext(tracking=tracking, log=log, progress=progress, label=label, report=report))
 
 
