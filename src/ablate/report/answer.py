@@ -9,7 +9,8 @@ and the best configuration as a study file fragment. The family sections (`diffu
 
 Enumerated designs (grid, one-at-a-time) get effects; a search samples its configurations, so
 it has no levels to compare: its answer is the importances, the best trial (or the Pareto front)
-and the trials.
+and the trials; with `confirm:` its one effect is the winner against the baseline on fresh seeds
+(`confirmation`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from ablate.analysis.confirmation import confirmation_effect
 from ablate.analysis.effects import (
     CI_METHOD,
     TEST_METHOD,
+    Effect,
     Observation,
     cell_tuple,
     cell_values,
@@ -36,7 +39,7 @@ from ablate.analysis.effects import (
 )
 from ablate.redaction import strip_credentials
 from ablate.report.collect import ReportInputError, StudyData, weight_study
-from ablate.spec.attributes import NOISE_FLOOR_ATTR, WEIGHTS_ATTR
+from ablate.spec.attributes import CONFIRM_CELLS, CONFIRMS_ATTR, NOISE_FLOOR_ATTR, WEIGHTS_ATTR
 from ablate.spec.dotted import flatten, set_dotted
 from ablate.spec.errors import SpecError
 from ablate.spec.levels import Level, cell_key, format_level
@@ -150,6 +153,8 @@ def build_answer(
             for f, values in factor_levels.items()
             for level in values
         ]
+    elif (confirmed := confirmation(spec, data)) is not None:  # a search's winner against its baseline on fresh seeds
+        effects = [confirmed]
     ui = _ui_base(ui_url, data.tracking_uri)
     shown = _shown_cells(data)
     return {
@@ -248,7 +253,7 @@ def best_trial(spec: StudySpec, data: StudyData) -> dict[str, Any] | None:
         return None
     sign = 1 if spec.primary.direction == "minimize" else -1
     done = [(row.record, row.record.value) for row in data.trials
-            if row.record.state == "COMPLETE" and _finite(row.record.value)]
+            if row.record.state == "COMPLETE" and _finite(row.record.value) and row.record.cell not in CONFIRMATION_CELLS]
     if not done:
         return None
     done.sort(key=lambda item: (sign * item[1], item[0].number))
@@ -290,6 +295,47 @@ def best_trial(spec: StudySpec, data: StudyData) -> dict[str, Any] | None:
         return found
     found.update(study_file=yaml.safe_dump(fragment, sort_keys=False), file_name="best.yaml", command="ablate run best.yaml")
     return found
+
+
+CONFIRMATION_CELLS = frozenset(CONFIRM_CELLS.values())
+
+
+def confirmation(spec: StudySpec, data: StudyData) -> Effect | None:
+    """A search's winner against its baseline (`confirm:`), as an `Effect`; None when no confirmation trial ran.
+
+    The exploratory values are the winner's own: its trial's value (`search.seeds: spread`) or
+    its per-seed values (`average`, the trial's intermediate values, one per seed); the baseline's
+    come from its confirmation trials at those seeds. The confirmatory ones are both
+    configurations' confirmation trials on the fresh seeds.
+    """
+    rows = [row.record for row in sorted(data.trials, key=lambda r: r.record.number) if row.record.cell in CONFIRMATION_CELLS]
+    if not rows:
+        return None
+    frozen = {t.number: t for t in data.study.get_trials(deepcopy=False)} if data.study is not None else {}
+    numbers = [frozen[r.number].user_attrs.get(CONFIRMS_ATTR) for r in rows if r.number in frozen]
+    number = next((int(n) for n in numbers if n is not None), None)
+    best = next((row.record for row in data.trials if row.record.number == number), None)
+    if best is None or best.value is None:
+        return None
+    values: dict[str, dict[int, float]] = {"best": {}, "baseline": {}}
+    params: dict[str, dict[str, Level]] = {}
+    for r in rows:  # a (cell, seed) run twice (a retry) keeps its latest complete value
+        role = "best" if r.cell == CONFIRM_CELLS["best"] else "baseline"
+        params.setdefault(role, dict(r.params))
+        if r.state == "COMPLETE" and r.seed is not None and _finite(r.value):
+            values[role][int(r.seed)] = r.value
+    confirmatory = sorted(values["best"])  # the winner's confirmation trials are all on fresh seeds
+    if spec.search.seeds == "average" and number in frozen:
+        steps = frozen[number].intermediate_values  # step i: the mean's i-th seed (spec.seeds[i])
+        own = {spec.seeds[i]: float(v) for i, v in steps.items() if i < len(spec.seeds) and _finite(v)}
+    else:
+        own = {int(best.seed): best.value} if best.seed is not None else {}
+    return confirmation_effect(
+        best={**own, **values["best"]}, baseline=values["baseline"], exploratory_seeds=sorted(own),
+        confirmatory_seeds=confirmatory, best_trial=best.number, params=dict(best.params),
+        baseline_params=params.get("baseline", {}), direction=spec.primary.direction, metric=spec.primary.metric,
+        equivalence_margin=spec.analysis.equivalence_margin, effect_of_interest=spec.analysis.effect_of_interest,
+    )
 
 
 def _trial_weights(data: StudyData, number: int) -> list[float] | None:
@@ -355,7 +401,8 @@ def _latest_complete(data: StudyData) -> list[Any]:
     latest: dict[tuple[str, int], Any] = {}
     for row in sorted(data.trials, key=lambda r: r.record.number):
         r = row.record
-        if r.state == "COMPLETE" and r.seed in data.spec.seeds and r.value is not None and math.isfinite(r.value):
+        if (r.state == "COMPLETE" and r.seed in data.spec.seeds and r.value is not None and math.isfinite(r.value)
+                and r.cell not in CONFIRMATION_CELLS):  # a search's cells are its own trials
             latest[(r.cell, r.seed)] = row
     return list(latest.values())
 

@@ -18,6 +18,7 @@ from ablate.report.answer import build_answer, resolve_baselines
 from ablate.report.collect import collect, read_curves, weight_study
 from ablate.report.family_sections import fetch_diffusion_images, sections
 from ablate.report.render import to_html, to_markdown
+from ablate.runtime.confirm import search_trials
 from ablate.tracking.reading import download_final_images, log_report
 
 FORMATS = ("html", "md", "json")  # the forms of a report (`ablate report --format`)
@@ -84,7 +85,7 @@ def make_report(
         data.spec = data.spec.model_copy(update={"analysis": data.spec.analysis.model_copy(update=analysis)})
     chosen = resolve_baselines(data.spec, list(baselines))  # before anything slow: a typo fails at once
     read_curves(data, project)  # every form shows the curves: the page draws them, md and json tabulate them
-    trials = data.study.get_trials(deepcopy=False)
+    trials = search_trials(data.study.get_trials(deepcopy=False))  # a search's confirmation trials are no search points
     if weight_study(data.spec):
         # Its params are the simplex coordinates of the weights (ensemble.u0 ..), each weight a
         # function of all of them: their importances would say little, and fANOVA over a weight

@@ -62,7 +62,7 @@ def to_markdown(answer: dict[str, Any]) -> str:
         "",
     ]
     if not design.get("enumerated", True):
-        lines.append(effects_absent(answer))
+        lines += confirmation_markdown(answer) or [effects_absent(answer)]
     elif answer["effects"]:
         lines += [
             "| factor | level - baseline | mean difference | 95% CI | n | p (t) | p (Holm) | p (Wilcoxon) | verdict |",
@@ -383,6 +383,53 @@ def ensemble_markdown(section: dict[str, Any]) -> list[str]:
     if section["missing"]:
         lines.append(f"No {md_code(section['artifact'])} for: {', '.join(md(m) for m in section['missing'])}.")
     return lines
+
+
+def confirmation_markdown(answer: dict[str, Any]) -> list[str]:
+    """A search's winner against the baseline: the exploratory and the confirmatory paired interval side by side."""
+    found = [e for e in answer["effects"] if e.get("confirmation")]
+    if not found:
+        return []
+    effect = found[0]
+    c = effect["confirmation"]
+    rows = [("exploratory (the search's own seeds)", c["exploratory"], None),
+            ("confirmatory (fresh seeds)", c["confirmatory"], c["confirmatory"]["p_value"])]
+    lines = [
+        (f"The search's winner (trial {c['best_trial']}) against the baseline (each factor at the file's fixed setting), "
+         f"re-run on seeds the search never used; best - baseline in {md_code(answer['objective']['metric'])}, paired by seed."),
+        "",
+        "| estimate | seeds | mean difference | 95% CI | n | p (t) |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for label, est, p in rows:
+        seeds = ", ".join(str(s) for s in est["seeds"]) or "-"
+        lines.append(f"| {label} | {seeds} | {fmt(est['mean'])} | {fmt_ci(est['ci95'])} | {est['n']} | {fmt_p(p)} |")
+    lines += [
+        "",
+        f"Winner's curse: {md(c['summary'])}.",
+        f"Verdict on the fresh seeds: {md(effect['verdict'])}: {md(effect['note'])}.",
+        f"Best: {md(_params_text(c['params']))}. Baseline: {md(_params_text(c['baseline']))}.",
+    ]
+    return lines
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={format_level(level)}" for name, level in params.items()) or "(no factor)"
+
+
+def equivalence_text(effect: dict[str, Any]) -> str:
+    """An effect's equivalence result in a table cell: `within ±margin` / `not shown (±margin)` / `-` without a margin."""
+    eq = effect.get("equivalence")
+    if not eq:
+        return "-"
+    return f"{'within' if eq.get('equivalent') else 'not shown'} ±{eq['margin']:g}"
+
+
+def sequential_text(design: dict[str, Any]) -> str:
+    """A sequential study's plan in the report's first line: seeds per cell and trials run against the fixed design."""
+    seq = design["sequential"]
+    return (f"{design['cells']} cell(s), seeds added until decided ({seq['min']} to {seq['max']} per cell): "
+            f"{seq['trials_run']} trials run, against {seq['trials_fixed_max']} for {seq['max']} seeds everywhere")
 
 
 def effects_absent(answer: dict[str, Any]) -> str:

@@ -18,6 +18,8 @@ from ablate.runtime.optuna_internals import RETRY_HISTORY, retry_system_attrs
 from ablate.runtime.storage import heartbeat_seconds, open_storage, retry, stale_grace
 from ablate.spec.attributes import (
     CELL_ATTR,
+    CONFIRM_ATTR,
+    CONFIRMS_ATTR,
     RETRY_OF_RUN,
     RETRY_OF_TRIAL,
     RETRY_REASON,
@@ -64,7 +66,7 @@ def requeue(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
     system_attrs = retry_system_attrs(trial)
     if len(system_attrs[RETRY_HISTORY]) > MAX_RETRIES:
         return False
-    user_attrs = {k: trial.user_attrs[k] for k in (CELL_ATTR, SEED_ATTR) if k in trial.user_attrs}
+    user_attrs = {k: trial.user_attrs[k] for k in (CELL_ATTR, SEED_ATTR, CONFIRM_ATTR, CONFIRMS_ATTR) if k in trial.user_attrs}
     user_attrs[RETRY_OF_TRIAL] = trial.number
     user_attrs[RETRY_REASON] = reason
     if trial.user_attrs.get(RUN_ATTR):

@@ -13,7 +13,7 @@ from ablate.redaction import redact
 from ablate.runtime.optuna_internals import summary_study_id
 from ablate.runtime.storage import open_storage, retry
 from ablate.runtime.studies import primary_value
-from ablate.spec.attributes import CELL_ATTR, SEED_ATTR, SPEC_ATTR, WORKER_ATTR
+from ablate.spec.attributes import CELL_ATTR, CONFIRM_ATTR, SEED_ATTR, SPEC_ATTR, WORKER_ATTR
 from ablate.spec.study_spec import StudySpec
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def status_report(storage_url: str, *, recent: timedelta) -> dict[str, Any]:
         failed = by_state[TrialState.FAIL] - complete - pruned - running - waiting
         total = spec.planned_trials if spec else len(trials)
         direction = summary.directions[0]
-        finished = [(t, value) for t in trials if (value := primary_value(t)) is not None]
+        finished = [(t, value) for t in trials if (value := primary_value(t)) is not None and CONFIRM_ATTR not in t.user_attrs]
         best: FrozenTrial | None = None
         best_value: float | None = None
         if finished:

@@ -30,6 +30,7 @@ from ablate.spec.attributes import (
     BACKEND_ATTR,
     BACKEND_FACTOR,
     CELL_ATTR,
+    CONFIRM_ATTR,
     ERROR_ATTR,
     EXPERIMENT_ATTR,
     FINGERPRINT_ATTR,
@@ -286,7 +287,7 @@ def tally(spec: StudySpec, trials: list[FrozenTrial]) -> Tally:
     if spec.design == "search":
         counted = [t for t in trials if not str(t.user_attrs.get(ERROR_ATTR, "")).startswith(SKIPPED)]
         wanted = {(t.user_attrs.get(CELL_ATTR), t.user_attrs.get(SEED_ATTR)) for t in counted}
-        total = spec.search.trials
+        total = spec.planned_trials  # the search's budget and its confirmation trials
     else:
         wanted = {(cell_key(c), s) for c in spec.cells() for s in spec.seeds}
         total = len(wanted)
@@ -312,7 +313,7 @@ def study_summary(spec: StudySpec, trials: list[FrozenTrial]) -> tuple[dict[str,
     summary: dict[str, Any] = {
         "trials_complete": counts.complete, "trials_failed": counts.failed, "trials_pruned": counts.pruned
     }
-    values = [(t, value) for t in trials if (value := primary_value(t)) is not None]
+    values = [(t, value) for t in trials if (value := primary_value(t)) is not None and CONFIRM_ATTR not in t.user_attrs]
     if values:
         best, value = (min if spec.primary.direction == "minimize" else max)(values, key=lambda item: item[1])
         if math.isfinite(value):

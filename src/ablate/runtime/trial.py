@@ -23,6 +23,7 @@ from ablate.runtime.studies import DONE_STATES, LIVE_STATES
 from ablate.runtime.work import StudyWork, _attr_setter, _skip, worker_id
 from ablate.spec.attributes import (
     CELL_ATTR,
+    CONFIRM_ATTR,
     ERROR_ATTR,
     RETRIED_IN_RUN,
     RETRY_OF_RUN,
@@ -73,12 +74,16 @@ def run_trial(work: StudyWork, trial: optuna.Trial, *, progress: StudyProgress, 
         return
     params = retry(lambda: suggest(trial, spec), what="set the params")
     seed = int(seed)
-    seeds = spec.seeds if averaging(spec) else [seed]
-    label = f"{work.name} #{trial.number} {key}" + ("" if averaging(spec) else f" seed={seed}")
+    confirming = frozen.user_attrs.get(CONFIRM_ATTR) is not None  # a search's winner or baseline: one seed, never pruned
+    averages = averaging(spec) and not confirming
+    seeds = spec.seeds if averages else [seed]
+    label = f"{work.name} #{trial.number} {key}" + ("" if averages else f" seed={seed}")
     retry_of_run = frozen.user_attrs.get(RETRY_OF_RUN)
     tags: dict[str, Any] = {**work.tags, "ablate.trial": trial.number, "ablate.cell": key, "ablate.seed": seed}
-    if averaging(spec):
+    if averages:
         tags["ablate.seed"] = ",".join(map(str, seeds))
+    if confirming:  # which run confirms what, in MLflow too
+        tags[CONFIRM_ATTR] = frozen.user_attrs[CONFIRM_ATTR]
     if frozen.user_attrs.get(RETRY_OF_TRIAL) is not None:
         tags[RETRY_OF_TRIAL] = frozen.user_attrs[RETRY_OF_TRIAL]
     if retry_of_run:
@@ -93,10 +98,10 @@ def run_trial(work: StudyWork, trial: optuna.Trial, *, progress: StudyProgress, 
 
     reached: dict[str, int] = {}
     try:
-        if averaging(spec):
+        if averages:
             metrics, epochs_run = _train_seeds(work, trial, run, params, seeds, tags, progress, label, reached)
         else:
-            result = _train_one(work, trial, run, params, seed, progress, label, reached)
+            result = _train_one(work, trial, run, params, seed, progress, label, reached, report_epochs=not confirming)
             metrics, epochs_run = result.metrics, result.epochs_run
             if result.stopped != "epochs":
                 run.set_tags({"ablate.stopped_by": result.stopped})

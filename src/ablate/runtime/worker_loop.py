@@ -28,13 +28,14 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ablate.runtime.confirm import budget_used, enqueue_confirmation
 from ablate.runtime.optuna_internals import trial_handle, trial_id
 from ablate.runtime.progress import StudyProgress
 from ablate.runtime.storage import Heartbeat, retry
 from ablate.runtime.studies import LIVE_STATES, study_summary, trial_backend
 from ablate.runtime.trial import averaging, run_trial, worker_tags
 from ablate.runtime.work import StudyWork, _attr_setter, _skip
-from ablate.spec.attributes import CELL_ATTR, ERROR_ATTR, SEED_ATTR, SKIPPED
+from ablate.spec.attributes import CELL_ATTR, SEED_ATTR, SKIPPED
 from ablate.training.device import enable_gpu_memory_growth
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,8 @@ def drain(
         trial = pop_trial(work)
         if trial is None and work.spec.design == "search":
             trial = ask_search(work)
+        if trial is None and enqueue_confirmation(work):  # a search's winner on fresh seeds, once it is done
+            trial = pop_trial(work)
         if trial is None:
             break
         ran += 1
@@ -164,20 +167,6 @@ def ask_search(work: StudyWork) -> optuna.Trial | None:
         _skip(work, trial, f"{SKIPPED} the search's budget of {spec.search.trials} trials was reached by other workers")
         return None
     return trial
-
-
-def budget_used(trials: list[FrozenTrial]) -> int:
-    """Trials that count against a search's budget: all but skipped and interrupted ones.
-
-    An interrupted or stale trial is run again (as a retry, or as a new trial), so it does not use
-    up the budget; a trial that failed on its own (a NaN loss) does.
-    """
-    used = 0
-    for t in trials:
-        error = str(t.user_attrs.get(ERROR_ATTR, ""))
-        if t.state != TrialState.FAIL or (error and not error.startswith((SKIPPED, "interrupted"))):
-            used += 1
-    return used
 
 
 def fail_stale(work: StudyWork) -> None:

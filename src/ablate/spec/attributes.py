@@ -32,3 +32,6 @@ MSE_ATTR = "ablate.val_mse"  # a weight trial's other validation score
 LOSS_ATTR = "ablate.val_loss"
 TRIAL_ID_ATTR = "keras_tuner.trial_id"  # KerasTuner's id of the trial (a retry keeps it)
 EPOCHS_ATTR = "keras_tuner.epochs"  # Hyperband: the epoch budget of the trial
+CONFIRM_ATTR = "ablate.confirm"  # a search's confirmation trial: "best" or "baseline" (absent on search trials)
+CONFIRMS_ATTR = "ablate.confirms_trial"  # the number of the search trial a confirmation trial confirms
+CONFIRM_CELLS = {"best": "confirm-best", "baseline": "confirm-baseline"}  # CELL_ATTR of confirmation trials

@@ -223,6 +223,20 @@ class SearchSpec(Frozen):
     )
 
 
+class ConfirmSpec(Frozen):
+    """A search's winner re-run on fresh seeds (`confirm: {seeds: 5}`), against the baseline.
+
+    Once the search's budget is used, its best trial's configuration and the baseline (each
+    searched factor at the file's fixed setting) train on `seeds` seeds the search never used,
+    seed + repeats onward, and the baseline also at the best trial's own seeds, so the report
+    can set the search's (exploratory) paired difference beside the confirmatory one. It adds
+    trials without changing what the search's trials mean, so it is not in the fingerprint: a
+    finished search can be confirmed later (`--set confirm.seeds=5`).
+    """
+
+    seeds: int = Field(5, ge=2, le=100, description="fresh seeds for the winner and the baseline each")
+
+
 class StudySpec(Frozen):
     """One study file, validated."""
 
@@ -246,6 +260,7 @@ class StudySpec(Frozen):
     objective: tuple[ObjectiveSpec, ...] = (ObjectiveSpec(),)
     tracking: TrackingSpec = TrackingSpec()
     analysis: AnalysisSpec = AnalysisSpec()
+    confirm: ConfirmSpec | None = Field(None, description="search: re-run the winner and the baseline on fresh seeds")
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("objective", mode="before")
@@ -357,7 +372,8 @@ class StudySpec(Frozen):
         self._backend_fits()
         if self.design == "search":
             self._search_fits()
-        elif self.engine == "keras-tuner":
+        self._confirm_fits()
+        if self.design != "search" and self.engine == "keras-tuner":
             raise ValueError("engine: keras-tuner runs design: search only (KerasTuner samples; it has no enumerated designs here)")
         cells = self.cells()
         if len(cells) > MAX_CELLS:
@@ -393,7 +409,10 @@ class StudySpec(Frozen):
         """Every seed a trial is given (or derives: ensemble members, a search's trial count) is a valid seed."""
         span = self.repeats
         if self.design == "search":
-            span = max(span, self.search.trials + 1)  # a search seeds its sampler with seed + trials so far
+            # A search seeds its sampler with seed + trials so far (confirmation trials among them).
+            span = max(span, self.search.trials + self.confirmation_trials + 1)
+        if self.confirm is not None:
+            span = max(span, self.repeats + self.confirm.seeds)  # confirmation seeds: seed + repeats onward
         if self.model.family == "ensemble":
             span += self.ensemble.members  # member k of a trial trains with seed + k
         if self.seed + span - 1 > MAX_SEED:
@@ -401,6 +420,69 @@ class StudySpec(Frozen):
                 f"seed {self.seed}: the study would use seeds up to {self.seed + span - 1:,}, past {MAX_SEED:,} "
                 f"(2**32 - 1, the largest seed NumPy and Keras take); use seed <= {MAX_SEED - span + 1:,}"
             )
+
+    def _confirm_fits(self) -> None:
+        """`confirm` belongs to a single-objective Optuna search that trains, with a baseline inside its ranges."""
+        if self.confirm is None:
+            return
+        if self.design != "search":
+            raise ValueError(
+                f"confirm: re-runs a search's winner on fresh seeds; design {self.design} already runs every cell on "
+                "every seed (raise repeats instead), so remove confirm"
+            )
+        if self.engine != "optuna":
+            raise ValueError(f"confirm: needs engine optuna (engine {self.engine} chooses its own trials); remove confirm")
+        if self.model.family == "ensemble" and self.ensemble.source == "study":
+            raise ValueError("confirm: a weight study trains nothing to confirm (its trials score weight vectors); remove confirm")
+        if len(self.objective) > 1:
+            raise ValueError(
+                "confirm: a search with several objectives has no single winner (its answer is a Pareto front); "
+                "remove confirm or keep one objective"
+            )
+        self.confirmation_baseline()
+
+    def confirmation_baseline(self) -> dict[str, Level]:
+        """The configuration a search's winner is confirmed against: each active factor at the file's fixed setting.
+
+        Raises:
+            ValueError: a factor whose fixed setting is not one of its levels or outside its range.
+        """
+        try:
+            fixed = flatten(self.run_config({}, seed=self.seed).model_dump(mode="json"))
+        except ValidationError as error:
+            raise ValueError(f"confirm: the fixed settings alone (the baseline) are no valid trial: {_first_message(error)}") from None
+        cell: dict[str, Level] = {}
+        for name, factor in self.factors.items():
+            if not factor.active(cell):
+                continue
+            if name not in fixed:
+                raise ValueError(f"confirm: the baseline's {name} has no fixed value; set it in the file's fixed settings")
+            value = fixed[name]
+            match = [level for level in factor.levels or () if same_level(level, value)]
+            if factor.type == "categorical" and match:
+                cell[name] = match[0]
+            elif factor.type != "categorical" and factor.takes(value):
+                cell[name] = int(value) if factor.type == "int" else float(value)
+            else:
+                kind = "levels" if factor.type == "categorical" else "searched range"
+                raise ValueError(
+                    f"confirm: the baseline's {name} = {format_level(value)} is outside the {kind} "
+                    f"({factor.describe()}); set it in the file's fixed settings to a value the search could pick"
+                )
+        return cell
+
+    @property
+    def confirmation_seeds(self) -> list[int]:
+        """The fresh seeds a search's winner and baseline are confirmed on (none without `confirm`)."""
+        start = self.seed + self.repeats
+        return list(range(start, start + self.confirm.seeds)) if self.confirm is not None else []
+
+    @property
+    def confirmation_trials(self) -> int:
+        """Trials `confirm` adds: the winner and the baseline on each fresh seed, the baseline on the winner's seeds."""
+        if self.confirm is None:
+            return 0
+        return 2 * self.confirm.seeds + (self.repeats if self.search.seeds == "average" else 1)
 
     def _levels_valid(self) -> None:
         """Each level alone (a range: its bounds) must make a valid trial configuration."""
@@ -519,8 +601,10 @@ class StudySpec(Frozen):
 
     @property
     def planned_trials(self) -> int:
-        """How many trials the study runs: cells x seeds, or the search's trial budget."""
-        return self.search.trials if self.design == "search" else len(self.cells()) * self.repeats
+        """How many trials the study runs: cells x seeds, or the search's trial budget and its confirmation trials."""
+        if self.design == "search":
+            return self.search.trials + self.confirmation_trials
+        return len(self.cells()) * self.repeats
 
     @property
     def levels(self) -> dict[str, list[Level]]:
