@@ -33,7 +33,7 @@ from ablate.runtime.progress import StudyProgress
 from ablate.report.make import make_report
 from ablate.report.answer import BaselineError
 from ablate.report.figures import split_rows
-from ablate.report.render import fmt_p
+from ablate.report.render import fmt, fmt_p
 from ablate.analysis.importance import conditional_ped_anova, importances, objectives_of
 from ablate.spec.loading import load_spec, spec_from_dict
 from ablate.spec.attributes import CELL_ATTR, SEED_ATTR, SPEC_ATTR
@@ -226,8 +226,10 @@ def test_markdown_with_out_gives_the_pages_answer_and_pictures(trained: Any, tmp
     assert md == report.text
     # The effects table has the page's columns, Wilcoxon's p among them.
     (effect,) = report.answer["effects"]
-    assert "| n | p (t) | p (Holm) | p (Wilcoxon) | verdict |" in md
-    assert f"| {fmt_p(effect['p_value'])} | {fmt_p(effect['p_holm'])} | {fmt_p(effect['wilcoxon_p'])} | {effect['verdict']} |" in md
+    assert "| seeds | p (t) | p (Holm) | p (Wilcoxon) | MDE (80%) | equivalence | verdict |" in md
+    assert (f"| {fmt_p(effect['p_value'])} | {fmt_p(effect['p_holm'])} | {fmt_p(effect['wilcoxon_p'])} | "
+            f"{fmt(effect['mde80'])} | - | {effect['verdict']} |") in md
+    assert "| component |" not in md  # a grid: the leave-one-out column is one-at-a-time's
     # The page's pictures, written beside the Markdown and linked from it; nothing else written.
     for picture in ("effects.png", "learning_curves.png", "reconstructions.png"):
         assert f"]({picture})" in md, picture

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats
 
-from ablate.analysis import power
+from ablate.analysis import power, sequential
 from ablate.spec.levels import Level, format_level
 
 # A level as a cell key holds it: a boolean tagged ("bool", level) (see `_level_key`), ABSENT for a
@@ -340,8 +340,13 @@ def study_effects(
     cells: Sequence[Mapping[str, Level]] | None = None,
     equivalence_margin: float | None = None,
     effect_of_interest: float | None = None,
+    rule: sequential.SequentialRule | None = None,
 ) -> list[Effect]:
     """Every factor level against its factor's baseline, paired by seed, Holm-corrected.
+
+    With `rule` (a study whose seeds are added until decided) every comparison is instead judged
+    by repeated confidence intervals at the look it stopped at (`ablate.analysis.sequential`),
+    Bonferroni over the comparisons; the rule's `comparisons` and `margin` are set here.
 
     Args:
         observations: finished trials (params, seed, value).
@@ -360,25 +365,18 @@ def study_effects(
             not shown different but shown inside the margin is `equivalent`.
         effect_of_interest: a difference, in objective units, whose seeds for 80% power each
             comparison reports.
+        rule: the sequential design, when the study's seeds are added until decided.
     """
     table = cell_values(observations, factors)
-    chosen = dict(baselines or {})
+    if rule is not None:
+        return _sequential_effects(table, factors, cells, baselines, rule, direction=direction, metric=metric,
+                                   margin=equivalence_margin, effect_of_interest=effect_of_interest)
     raw: list[Effect] = []
-    for factor, levels in factors.items():
-        if len(levels) < 2 or not comparable(factors, factor, cells):
-            continue
-        reference = chosen.get(factor, levels[0])
-        if all(_level_key(reference) != _level_key(level) for level in levels):
-            raise ValueError(f"baseline {reference!r} of {factor!r} is not one of its levels {list(levels)}")
-        baseline = level_values(table, factors, factor, reference, cells)
-        for level in levels:
-            if _level_key(level) == _level_key(reference):
-                continue
-            treatment = level_values(table, factors, factor, level, cells)
-            seeds = tuple(sorted(set(treatment) & set(baseline)))
-            differences = np.asarray([treatment[s] - baseline[s] for s in seeds], dtype=float)
-            effect = _raw_effect(factor, level, reference, seeds, differences, confidence)
-            raw.append(_with_power(effect, differences, 1 - confidence, equivalence_margin, effect_of_interest))
+    for factor, level, reference, by_seed in paired_differences(table, factors, cells, baselines):
+        seeds = tuple(sorted(by_seed))
+        differences = np.asarray([by_seed[s] for s in seeds], dtype=float)
+        effect = _raw_effect(factor, level, reference, seeds, differences, confidence)
+        raw.append(_with_power(effect, differences, 1 - confidence, equivalence_margin, effect_of_interest))
     tested = [i for i, e in enumerate(raw) if e.p_value is not None]
     adjusted = holm([raw[i].p_value for i in tested])  # type: ignore[misc]
     effects = list(raw)
@@ -390,6 +388,122 @@ def study_effects(
         effects[i] = replace(effects[i], equivalence=equivalence)
     return [_with_verdict(e, direction=direction, metric=metric, comparisons=len(tested), confidence=confidence)
             for e in effects]
+
+
+def comparisons(
+    factors: Mapping[str, Sequence[Level]],
+    cells: Sequence[Mapping[str, Level]] | None = None,
+    baselines: Mapping[str, Level] | None = None,
+) -> list[tuple[str, Level, Level]]:
+    """The design's comparisons, (factor, level, baseline), in the order `study_effects` reports them."""
+    chosen = dict(baselines or {})
+    found: list[tuple[str, Level, Level]] = []
+    for factor, levels in factors.items():
+        if len(levels) < 2 or not comparable(factors, factor, cells):
+            continue
+        reference = chosen.get(factor, levels[0])
+        if all(_level_key(reference) != _level_key(level) for level in levels):
+            raise ValueError(f"baseline {reference!r} of {factor!r} is not one of its levels {list(levels)}")
+        found += [(factor, level, reference) for level in levels if _level_key(level) != _level_key(reference)]
+    return found
+
+
+def paired_differences(
+    table: Mapping[CellKey, Mapping[int, float]],
+    factors: Mapping[str, Sequence[Level]],
+    cells: Sequence[Mapping[str, Level]] | None = None,
+    baselines: Mapping[str, Level] | None = None,
+) -> list[tuple[str, Level, Level, dict[int, float]]]:
+    """Each comparison with its paired differences `level - baseline` by seed (the seeds both have)."""
+    out: list[tuple[str, Level, Level, dict[int, float]]] = []
+    for factor, level, reference in comparisons(factors, cells, baselines):
+        baseline = level_values(table, factors, factor, reference, cells)
+        treatment = level_values(table, factors, factor, level, cells)
+        out.append((factor, level, reference, {s: treatment[s] - baseline[s] for s in sorted(set(treatment) & set(baseline))}))
+    return out
+
+
+def comparison_cells(
+    factors: Mapping[str, Sequence[Level]],
+    factor: str,
+    levels: Sequence[Level],
+    cells: Sequence[Mapping[str, Level]] | None = None,
+) -> set[CellKey]:
+    """The cells (as `cell_tuple` keys) whose values enter the comparison of `levels` of `factor`."""
+    wanted = {_level_key(level) for level in levels}
+    return {key for group in _level_groups(factors, factor, cells) for level, keys in group.items() if level in wanted
+            for key in keys}
+
+
+def _sequential_effects(
+    table: Mapping[CellKey, Mapping[int, float]],
+    factors: Mapping[str, Sequence[Level]],
+    cells: Sequence[Mapping[str, Level]] | None,
+    baselines: Mapping[str, Level] | None,
+    rule: sequential.SequentialRule,
+    *,
+    direction: str,
+    metric: str,
+    margin: float | None,
+    effect_of_interest: float | None,
+) -> list[Effect]:
+    """Every comparison judged at the look it stopped at (see `ablate.analysis.sequential`)."""
+    pairs = paired_differences(table, factors, cells, baselines)
+    rule = replace(rule, comparisons=len(pairs), margin=margin)
+    present = {seed for values in table.values() for seed in values}
+    rounds = sequential.rounds_of(sorted(present), rule)
+    return [_sequential_effect(factor, level, reference, by_seed, rule, rounds, direction=direction, metric=metric,
+                               effect_of_interest=effect_of_interest)
+            for factor, level, reference, by_seed in pairs]
+
+
+def _sequential_effect(
+    factor: str, level: Level, reference: Level, by_seed: Mapping[int, float], rule: sequential.SequentialRule,
+    rounds: int, *, direction: str, metric: str, effect_of_interest: float | None,
+) -> Effect:
+    at = sequential.decide(by_seed, rule, rounds=rounds)
+    values = np.asarray([by_seed[s] for s in at.seeds], dtype=float)
+    n = len(values)
+    difference = Estimate(mean=at.mean, ci95=at.interval, n=n, std=at.std)
+    alpha = rule.nominal(max(n, 2))  # the level of the look it stopped at
+    std = at.std if at.std and at.std > 0 else None
+    lower = at.mean < 0
+    better = lower == (direction == "minimize")
+    interval = f"[{at.interval[0]:.4g}, {at.interval[1]:.4g}]" if at.interval else "none yet"
+    where = f"after {n} seed(s) (round {at.n} of at most {rule.max_seeds})"
+    if at.reason == "excludes zero":
+        verdict: Verdict = "better" if better else "worse"
+        note = (f"{'lower' if lower else 'higher'} {metric} than {format_level(reference)} "
+                f"({'better' if better else 'worse'}): decided {where}, the repeated 95% interval {interval} excludes zero")
+    elif at.reason == "inside margin":
+        verdict = "equivalent"
+        note = (f"equivalent to {format_level(reference)} within ±{rule.margin:g} {metric}: decided {where}, the repeated "
+                f"95% interval {interval} lies inside the margin; a component whose removal is equivalent is removable")
+    elif n < 2:
+        verdict = "insufficient"
+        note = f"no answer yet: {n} seed(s) pair these variants; seeds are still being added (at most {rule.max_seeds})"
+    else:
+        verdict = "unclear"
+        state = ("undecided at the maximum of seeds" if at.reason == "max reached"
+                 else "undecided so far; more seeds are planned")
+        note = f"{state}: {where} the repeated 95% interval {interval} includes zero" + (
+            "" if rule.margin is None else f" and is not inside ±{rule.margin:g}")
+    mde = power.mde80(n, std, alpha) if n >= 2 and std else None
+    if verdict == "unclear" and mde is not None:
+        note += (f"; with {n} seeds only a difference of about {mde:.3g} in {metric} or more would be found with 80% "
+                 "power, so this does not show that there is no effect")
+    return Effect(
+        factor=factor, level=level, baseline=reference, difference=difference, seeds=at.seeds,
+        p_value=at.p_nominal, p_holm=None, wilcoxon_p=_wilcoxon(values), seeds_needed=None, verdict=verdict, note=note,
+        mde80=mde, seeds_for_effect=power.seeds_for(effect_of_interest, std, alpha) if effect_of_interest and std else None,
+        equivalence=None if rule.margin is None else {
+            "margin": rule.margin, "p": None, "p_holm": None, "equivalent": at.reason == "inside margin",
+            "method": "the repeated interval inside ±margin",
+        },
+        method=sequential.METHOD,
+        sequential={**rule.describe(), "look": at.n, "reason": at.reason, "decided": sequential.decided(at),
+                    "rounds": rounds},
+    )
 
 
 def without_spread(differences: np.ndarray) -> bool:

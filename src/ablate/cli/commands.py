@@ -105,11 +105,19 @@ def validate_command(args: argparse.Namespace, console: Any) -> int:
     if spec.design == "search":
         search = spec.search
         table.add_row("design", f"search with {spec.engine} sampler {search.sampler}, pruner {search.pruner}")
-        table.add_row("seeds", f"{spec.repeats} ({search.seeds}: {'each trial trains every seed' if search.seeds == 'average' else 'one per trial, in turn'}): {spec.seeds}")
+        table.add_row("seeds", f"{spec.max_repeats} ({search.seeds}: {'each trial trains every seed' if search.seeds == 'average' else 'one per trial, in turn'}): {spec.seeds}")
     else:
         table.add_row("design", f"{spec.design}: {len(cells)} cell(s)")
-        table.add_row("seeds", f"{spec.repeats} per cell: {spec.seeds}")
-    table.add_row("trials", str(trials))
+        if spec.sequential is not None:
+            rounds = spec.sequential
+            table.add_row("seeds", f"{rounds.min} per cell, then one more per round for each cell an undecided comparison "
+                          f"needs, up to {rounds.max}: seeds {spec.seeds[0]}..{spec.seeds[-1]} (ablate.analysis.sequential)")
+        else:
+            table.add_row("seeds", f"{spec.repeats} per cell: {spec.seeds}")
+    if spec.sequential is not None:
+        table.add_row("trials", f"{len(cells) * spec.sequential.min} to {trials}, as the answers need")
+    else:
+        table.add_row("trials", str(trials))
     objectives = "; ".join(f"{o.direction} {o.metric}" for o in spec.objective)
     table.add_row("objective", f"{objectives} (last epoch)")
     images = f"x {spec.data.train_size:,} images" if spec.data.train_size else "over the full training split"

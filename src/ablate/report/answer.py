@@ -37,8 +37,10 @@ from ablate.analysis.effects import (
     paired_difference,
     study_effects,
 )
+from ablate.analysis.sequential import METHOD as SEQUENTIAL_METHOD
 from ablate.redaction import strip_credentials
 from ablate.report.collect import ReportInputError, StudyData, weight_study
+from ablate.runtime.rounds import judge
 from ablate.spec.attributes import CONFIRM_CELLS, CONFIRMS_ATTR, NOISE_FLOOR_ATTR, WEIGHTS_ATTR
 from ablate.spec.dotted import flatten, set_dotted
 from ablate.spec.errors import SpecError
@@ -64,8 +66,7 @@ def enumerated(spec: StudySpec) -> bool:
 
 def default_baselines(spec: StudySpec) -> dict[str, Level]:
     """Each factor's reference level: the study's `baseline` (one-at-a-time), else its first level."""
-    chosen = dict(getattr(spec, "baseline", None) or {})
-    return {name: chosen.get(name, levels[0]) for name, levels in spec.levels.items() if levels}
+    return spec.comparison_baselines
 
 
 def resolve_baselines(spec: StudySpec, requested: Sequence[str]) -> dict[str, Level]:
@@ -141,9 +142,12 @@ def build_answer(
         factor_levels, design_cells = spec.levels, spec.cells()
         reference = {**default_baselines(spec), **dict(baselines or {})}
         table = cell_values(observations, factor_levels)
-        effects = study_effects(observations, factor_levels, direction=direction, metric=metric, baselines=reference,
-                                cells=design_cells, equivalence_margin=spec.analysis.equivalence_margin,
-                                effect_of_interest=spec.analysis.effect_of_interest)
+        if spec.sequential is not None:  # seeds added until decided: repeated intervals at each comparison's stop
+            effects = judge(spec, observations, reference)
+        else:
+            effects = study_effects(observations, factor_levels, direction=direction, metric=metric, baselines=reference,
+                                    cells=design_cells, equivalence_margin=spec.analysis.equivalence_margin,
+                                    effect_of_interest=spec.analysis.effect_of_interest)
         for cell in design_cells:
             per_seed = table.get(cell_tuple(cell, factor_levels), {})
             cells.append({"cell": cell_key(cell), "params": cell, "estimate": mean_ci(per_seed.values()).as_dict(),
@@ -177,11 +181,13 @@ def build_answer(
             "seeds": spec.seeds,
             "cells": len(cells),
             "trials_planned": spec.planned_trials,
+            "sequential": _sequential_summary(spec, effects, records),
             "fixed": _fixed_settings(spec),
             **({"search": spec.search.model_dump(mode="json")} if spec.design == "search" else {}),
         },
         "counts": _counts(records),
-        "methods": {"ci": CI_METHOD, "test": TEST_METHOD, "band": BAND_METHOD},
+        "methods": {"ci": SEQUENTIAL_METHOD if spec.sequential else CI_METHOD,
+                    "test": SEQUENTIAL_TEST if spec.sequential else TEST_METHOD, "band": BAND_METHOD},
         "cells": cells,
         "levels": levels,
         "effects": [e.as_dict() for e in effects],
@@ -207,6 +213,28 @@ def noise_floor(data: StudyData) -> dict[str, Any] | None:
     apart (`ablate.runtime.audit.run_audit`); None when the study was never audited."""
     floor = getattr(data.study, "user_attrs", {}).get(NOISE_FLOOR_ATTR)
     return dict(floor) if isinstance(floor, dict) else None
+
+
+SEQUENTIAL_TEST = ("each comparison decided at the first look whose repeated interval excludes zero (or lies inside the "
+                   "equivalence margin); the p shown is the plain paired t p at that look, to be read against the "
+                   "boundary's nominal level, not against 0.05")
+
+
+def _sequential_summary(spec: StudySpec, effects: Sequence[Effect], records: Sequence[Any]) -> dict[str, Any] | None:
+    """A sequential study's rounds: its limits, the seeds each comparison needed, and the trials run against a fixed design."""
+    rounds = spec.sequential
+    if rounds is None:
+        return None
+    ran = sum(1 for r in records if r.state in ("COMPLETE", "PRUNED"))
+    decided = [e for e in effects if (e.sequential or {}).get("decided")]
+    return {
+        "min": rounds.min, "max": rounds.max, "until": rounds.until,
+        "rounds": max([(e.sequential or {}).get("rounds", rounds.min) for e in effects], default=rounds.min),
+        "seeds_needed": {f"{e.factor}={format_level(e.level)}": e.difference.n for e in effects},
+        "decided": len(decided), "comparisons": len(effects),
+        "nominal_alpha": (effects[0].sequential or {}).get("nominal_alpha") if effects else None,
+        "trials_run": ran, "trials_fixed_max": len(spec.cells()) * rounds.max,
+    }
 
 
 def best_configuration(spec: StudySpec, observations: list[Observation]) -> dict[str, Any] | None:
@@ -269,7 +297,7 @@ def best_trial(spec: StudySpec, data: StudyData) -> dict[str, Any] | None:
         "params": params,
         "estimate": mean_ci([best_value]).as_dict(),
         "runner_up": runner_up,
-        "note": f"trial {best.number} ran one configuration once (seed {best.seed}); retrain it over {spec.repeats} seeds "
+        "note": f"trial {best.number} ran one configuration once (seed {best.seed}); retrain it over {spec.max_repeats} seeds "
         "with the file below before trusting the number",
         "study_file": None,
         "file_name": None,
@@ -427,7 +455,7 @@ def _study_file(spec: StudySpec, params: Mapping[str, Level], description: str) 
         "description": description,
         **({"task": spec.task} if spec.task != "denoise" else {}),
         **{section: value for section, value in spec.to_file().items() if section in sections},
-        "repeats": spec.repeats,
+        "repeats": spec.max_repeats,
         "seed": spec.seed,
         "objective": spec.primary.model_dump(mode="json"),
     }

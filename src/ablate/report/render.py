@@ -40,7 +40,9 @@ def to_markdown(answer: dict[str, Any]) -> str:
     objectives = answer.get("objectives") or [answer["objective"]]
     counts = answer["counts"]
     design = answer["design"]
-    if design.get("enumerated", True):
+    if design.get("sequential"):
+        plan = sequential_text(design)
+    elif design.get("enumerated", True):
         plan = f"{design['cells']} cell(s) x {len(design['seeds'])} seed(s) = {design['trials_planned']} trials"
     else:
         search = design.get("search", {})
@@ -64,17 +66,23 @@ def to_markdown(answer: dict[str, Any]) -> str:
     if not design.get("enumerated", True):
         lines += confirmation_markdown(answer) or [effects_absent(answer)]
     elif answer["effects"]:
+        leave_one_out = design["kind"] == "one-at-a-time"
         lines += [
-            "| factor | level - baseline | mean difference | 95% CI | n | p (t) | p (Holm) | p (Wilcoxon) | verdict |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            "| factor | level - baseline | mean difference | 95% CI | seeds | p (t) | p (Holm) | p (Wilcoxon) | MDE (80%) | "
+            "equivalence | verdict |" + (" component |" if leave_one_out else ""),
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |" + (" --- |" if leave_one_out else ""),
         ]
         for e in answer["effects"]:
             d = e["difference"]
             lines.append(
                 f"| {md_code(e['factor'], table=True)} | {md(format_level(e['level']))} - {md(format_level(e['baseline']))} | "
                 f"{fmt(d['mean'])} | {fmt_ci(d['ci95'])} | {d['n']} | {fmt_p(e['p_value'])} | {fmt_p(e['p_holm'])} | "
-                f"{fmt_p(e['wilcoxon_p'])} | {md(e['verdict'])} |"
+                f"{fmt_p(e['wilcoxon_p'])} | {fmt(e.get('mde80'))} | {equivalence_text(e)} | {md(e['verdict'])} |"
+                + (f" {md(e.get('component', 'undecided'))} |" if leave_one_out else "")
             )
+        if leave_one_out:
+            lines += ["", ("Component: what the baseline's setting does, leave-one-out: *helps* (changing it is worse), "
+                      "*hurts* (changing it is better), *removable* (shown equivalent within the margin), *undecided*.")]
         lines += [""] + [f"- {md_code(e['factor'])} {md(format_level(e['level']))}: {md(e['note'])}." for e in answer["effects"]]
         lines += picture_lines(answer, "effects", "paired differences with their intervals")
     else:
@@ -504,6 +512,7 @@ def to_html(
     environment.globals.update(
         importance_rows=importance_rows, labels=LABELS, trial_values=trial_values,
         baselines_sentence=baselines_sentence, effects_absent=effects_absent, curves_note=curves_note,
+        equivalence_text=equivalence_text, sequential_text=sequential_text,
         noise_floor_parts=noise_floor_parts,
         diffusion_settings=diffusion_settings, diffusion_caption=diffusion_caption,
     )

@@ -11,11 +11,12 @@ from typing import Any
 
 from rich.table import Table
 
-from ablate.analysis.effects import CI_METHOD, cell_values, level_values, mean_ci, observations_from, study_effects
+from ablate.analysis.effects import cell_values, level_values, mean_ci, observations_from, study_effects
 from ablate.errors import AblateError
 from ablate.project import Project
 from ablate.redaction import redact
 from ablate.report.answer import default_baselines
+from ablate.runtime.rounds import judge
 from ablate.runtime.studies import load_study, trial_records
 from ablate.spec.loading import LoadedSpec, load_spec
 from ablate.spec.shipped import studies_dir
@@ -77,8 +78,11 @@ def compare(name: str, loaded: LoadedSpec, project: Project) -> dict[str, Any]:
     table = cell_values(observations, spec.levels)
     values = {label: level_values(table, spec.levels, repro.factor, level, cells)
               for label, level in (repro.baseline, repro.treatment)}
-    effects = study_effects(observations, spec.levels, direction=spec.primary.direction, metric=spec.primary.metric,
-                            baselines=baselines, cells=cells)
+    if spec.sequential is not None:  # seeds added until decided: the report's repeated intervals
+        effects = judge(spec, observations, baselines)
+    else:
+        effects = study_effects(observations, spec.levels, direction=spec.primary.direction, metric=spec.primary.metric,
+                                baselines=baselines, cells=cells)
     effect = next(e for e in effects if e.factor == repro.factor and e.level == repro.treatment[1])
     difference = effect.difference
     variants = {label: mean_ci(values[label].values()) for label in values}
@@ -104,11 +108,15 @@ def compare(name: str, loaded: LoadedSpec, project: Project) -> dict[str, Any]:
             "wilcoxon_p": effect.wilcoxon_p,
             "verdict": effect.verdict,
             "note": effect.note,
+            "method": effect.method,
+            "sequential": effect.sequential,
         },
+        "seeds_needed": effect.difference.n if spec.sequential is not None else None,
+        "seeds_max": spec.max_repeats,
         "direction": spec.primary.direction,
         "reference": dict(repro.reference),
         "reference_source": repro.source,
-        "ci_method": CI_METHOD,
+        "ci_method": effect.method,
     }
 
 
@@ -157,7 +165,11 @@ def verdict(result: dict[str, Any]) -> str:
         headline = f"{treatment} is {kind} than {baseline}"
     else:
         headline = f"no answer yet ({kind})"
-    return f"{diff['of']}: {headline}: {diff['note']}."
+    seeds = ""
+    if result.get("seeds_needed") is not None:
+        seeds = (f" The answer needed {result['seeds_needed']} seed(s) per variant, of at most {result['seeds_max']} "
+                 "(repeats: until decided).")
+    return f"{diff['of']}: {headline}: {diff['note']}.{seeds}"
 
 
 def _fmt(value: float | None) -> str:

@@ -24,6 +24,7 @@ import math
 
 from optuna.trial import FrozenTrial, TrialState
 
+from ablate.runtime.optuna_internals import round_lock
 from ablate.runtime.storage import retry
 from ablate.runtime.studies import DONE_STATES, LIVE_STATES
 from ablate.runtime.work import StudyWork
@@ -73,6 +74,14 @@ def enqueue_confirmation(work: StudyWork) -> int:
     spec = work.spec
     if spec.confirm is None or spec.design != "search":
         return 0
+    if budget_used(search_trials(work.trials())) < spec.search.trials:
+        return 0  # cheap first look, without the lock: the search is still sampling
+    with round_lock(work.study):  # read and enqueue as one step, so two workers enqueue the confirmation once
+        return _enqueue_confirmation(work)
+
+
+def _enqueue_confirmation(work: StudyWork) -> int:
+    spec = work.spec
     trials = work.trials()
     searched = search_trials(trials)
     if any(t.state in LIVE_STATES for t in searched) or budget_used(searched) < spec.search.trials:

@@ -7,6 +7,8 @@ ablate needs a few things Optuna's public API does not give:
   caching storage, and a `Trial` handle built from an id;
 - a weight study adds 1,000 finished trials in one transaction (`bulk_add_trials`), through the
   RDB storage's table models;
+- a sequential study's next round (and a search's confirmation) is read and enqueued under one lock per study that every process
+  reaching the storage shares (`round_lock`), through the RDB storage's engine;
 - retries carry the system attrs Optuna's own retry callback writes (`fixed_params`,
   `retry_history`, `failed_trial`), so Optuna's helpers read ablate's retries too.
 
@@ -16,7 +18,11 @@ one of these, `tests/test_internals.py` fails here first; update this module and
 
 from __future__ import annotations
 
+import fcntl
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +87,44 @@ def retry_system_attrs(trial: FrozenTrial) -> dict[str, Any]:
     """The system attrs of a retry of `trial`, as Optuna's RetryHeartbeatStaleTrialCallback writes them."""
     history = [*trial.system_attrs.get(RETRY_HISTORY, []), trial.number]
     return {FIXED_PARAMS: fixed_params(trial) or dict(trial.params), FAILED_TRIAL: history[0], RETRY_HISTORY: history}
+
+
+ROUND_LOCK_CLASS = 0x0AB1A7E  # the first key of ablate's PostgreSQL advisory locks (the second: the study's id)
+
+
+@contextmanager
+def round_lock(study: optuna.Study) -> Iterator[None]:
+    """Hold a lock on the study shared by every process that reaches its storage, on any machine.
+
+    PostgreSQL: a session advisory lock keyed by the study's id; MySQL: `GET_LOCK`; SQLite (one
+    machine): an flock on `FILE.rounds.lock` beside the database file; any other storage: none
+    (a round enqueued twice is then only run once: the workers skip a (cell, seed) already run).
+    """
+    backend = getattr(study._storage, "_backend", study._storage)  # below the caching wrapper
+    engine = getattr(backend, "engine", None) if isinstance(backend, RDBStorage) else None
+    if engine is None:
+        yield
+        return
+    dialect = engine.dialect.name
+    if dialect == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        with open(Path(str(engine.url.database)).with_name(Path(str(engine.url.database)).name + ".rounds.lock"), "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+        return
+    statements = {
+        "postgresql": ("SELECT pg_advisory_lock(:a, :b)", "SELECT pg_advisory_unlock(:a, :b)"),
+        "mysql": ("SELECT GET_LOCK(CONCAT('ablate-round-', :a, '-', :b), 600)", "SELECT RELEASE_LOCK(CONCAT('ablate-round-', :a, '-', :b))"),
+    }.get(dialect)
+    if statements is None:
+        yield
+        return
+    keys = {"a": ROUND_LOCK_CLASS, "b": study._study_id}
+    with engine.connect() as connection:
+        connection.execute(sa.text(statements[0]), keys)
+        try:
+            yield
+        finally:
+            connection.execute(sa.text(statements[1]), keys)
 
 
 def bulk_add_trials(study: optuna.Study, trials: list[FrozenTrial]) -> None:

@@ -61,6 +61,13 @@ class StudyProgress:
         if not self._live:
             self.console.print(f"study {name}: {done} of {total} trials already done")
 
+    def replan(self, total: int, lines: list[str]) -> None:
+        """A sequential study's new round: the trials now planned in all, and what was decided (printed)."""
+        if self._study_task is not None:
+            self._bars.update(self._study_task, total=total)
+        for line in lines:
+            self._bars.console.print(line, highlight=False, markup=False)
+
     def start_trial(self, label: str, epochs: int, batches: int) -> None:
         self._label, self._batches = label, batches
         if self._trial_task is not None:

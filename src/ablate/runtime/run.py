@@ -19,10 +19,10 @@ from ablate.project import Project
 from ablate.runtime.logs import quiet_libraries
 from ablate.runtime.progress import StudyProgress
 from ablate.runtime.retries import open_worker_storage
+from ablate.runtime.rounds import enqueue_wanted
 from ablate.runtime.storage import reach_tracking
 from ablate.runtime.studies import (
     StudyOutcome,
-    enqueue_missing,
     fail_interrupted,
     is_local,
     prepare_study,
@@ -88,7 +88,7 @@ def run_study(
         study, experiment_id, parent_run_id = prepare_study(loaded, project, storage, tracker)
         if is_local(project):
             fail_interrupted(study, tracker.end_stale)
-        enqueue_missing(study, spec)
+        enqueue_wanted(study, spec)
         counts = tally(spec, study.get_trials(deepcopy=False))
         progress.start_study(spec.name, counts.total, counts.complete + counts.pruned)
         before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
@@ -152,4 +152,4 @@ def _run_workers_retrying_lost_trials(
             "marked failed, their MLflow runs ended, and run again",
             highlight=False,
         )
-        enqueue_missing(study, spec)
+        enqueue_wanted(study, spec)

@@ -24,6 +24,7 @@ from ablate.errors import AblateError
 from ablate.project import Project
 from ablate.redaction import redact
 from ablate.runtime.optuna_internals import cached_storage, trial_id
+from ablate.runtime.rounds import plan
 from ablate.runtime.sampling import directions, pruner_for, sampler_for
 from ablate.runtime.storage import retry
 from ablate.spec.attributes import (
@@ -201,24 +202,6 @@ def load_study(name: str, storage: str) -> optuna.Study:
         raise StudyNotFoundError(f"no study {name!r} in {redact(storage)}; known studies: {known}") from None
 
 
-def enqueue_missing(study: optuna.Study, spec: StudySpec) -> int:
-    """Enqueue every (cell, seed) pair without a finished, running or waiting trial; return how many."""
-    present = {
-        (t.user_attrs.get(CELL_ATTR), t.user_attrs.get(SEED_ATTR))
-        for t in study.get_trials(deepcopy=False)
-        if t.state in (*DONE_STATES, TrialState.RUNNING, TrialState.WAITING)
-    }
-    added = 0
-    for cell in spec.cells():
-        key = cell_key(cell)
-        for seed in spec.seeds:
-            if (key, seed) in present:
-                continue
-            study.enqueue_trial(params=dict(cell), user_attrs={CELL_ATTR: key, SEED_ATTR: seed})
-            added += 1
-    return added
-
-
 def fail_interrupted(study: optuna.Study, end_run: Any) -> int:
     """Mark RUNNING trials failed: only called while holding the study's lock, so they are stale."""
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -288,6 +271,9 @@ def tally(spec: StudySpec, trials: list[FrozenTrial]) -> Tally:
         counted = [t for t in trials if not str(t.user_attrs.get(ERROR_ATTR, "")).startswith(SKIPPED)]
         wanted = {(t.user_attrs.get(CELL_ATTR), t.user_attrs.get(SEED_ATTR)) for t in counted}
         total = spec.planned_trials  # the search's budget and its confirmation trials
+    elif spec.sequential is not None:  # the rounds so far: the total grows while comparisons stay undecided
+        wanted = set(plan(spec, trials).wanted)
+        total = len(wanted)
     else:
         wanted = {(cell_key(c), s) for c in spec.cells() for s in spec.seeds}
         total = len(wanted)

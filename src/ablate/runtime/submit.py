@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from ablate.errors import AblateError
 from ablate.project import Project
 from ablate.runtime.logs import quiet_libraries
+from ablate.runtime.rounds import enqueue_wanted
 from ablate.runtime.storage import open_storage, reach_tracking, stale_grace
-from ablate.runtime.studies import enqueue_missing, prepare_study, require_spec_backend
+from ablate.runtime.studies import prepare_study, require_spec_backend
 from ablate.spec.loading import LoadedSpec
 from ablate.tracking.tracker import Tracker
 
@@ -45,4 +46,4 @@ def submit_study(loaded: LoadedSpec, project: Project) -> Submission:
     reach_tracking(project.tracking_uri)  # before the study is created
     tracker = Tracker(project.tracking_uri, artifact_root=project.artifact_root)
     study, experiment_id, parent_run_id = prepare_study(loaded, project, storage, tracker)
-    return Submission(added=enqueue_missing(study, loaded.spec), experiment_id=experiment_id, parent_run_id=parent_run_id)
+    return Submission(added=enqueue_wanted(study, loaded.spec), experiment_id=experiment_id, parent_run_id=parent_run_id)

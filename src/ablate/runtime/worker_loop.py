@@ -31,6 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ablate.runtime.confirm import budget_used, enqueue_confirmation
 from ablate.runtime.optuna_internals import trial_handle, trial_id
 from ablate.runtime.progress import StudyProgress
+from ablate.runtime.rounds import advance, describe
 from ablate.runtime.storage import Heartbeat, retry
 from ablate.runtime.studies import LIVE_STATES, study_summary, trial_backend
 from ablate.runtime.trial import averaging, run_trial, worker_tags
@@ -133,12 +134,28 @@ def drain(
             trial = ask_search(work)
         if trial is None and enqueue_confirmation(work):  # a search's winner on fresh seeds, once it is done
             trial = pop_trial(work)
+        if trial is None and next_round(work, progress, announce_end=ran > 0):  # seeds added until decided
+            trial = pop_trial(work)
         if trial is None:
             break
         ran += 1
         with Heartbeat(work.storage, trial_id(trial)):
             run_trial(work, trial, progress=progress, requeue_on_interrupt=on_interrupt_requeue)
     return ran
+
+
+def next_round(work: StudyWork, progress: StudyProgress, *, announce_end: bool) -> bool:
+    """A sequential study's next round, enqueued once its last trial has finished; whether one was.
+
+    Says what the round decided; `announce_end`: also when nothing more is planned (said by the
+    worker that ran the last trial, not by every idle pass).
+    """
+    if work.spec.sequential is None:
+        return False
+    now, added = advance(work.study, work.spec)
+    if added or (announce_end and now.settled):
+        progress.replan(len(now.wanted), describe(now, work.spec, added=added))
+    return added > 0
 
 
 def _out_of_time(stop_at: float | None, ran: int) -> bool:
@@ -161,7 +178,7 @@ def ask_search(work: StudyWork) -> optuna.Trial | None:
     retry(lambda: work.storage.record_heartbeat(trial_id(trial)), what="first heartbeat")
     set_attr = _attr_setter(work, trial_id(trial))
     set_attr(CELL_ATTR, f"trial-{trial.number}")
-    set_attr(SEED_ATTR, spec.seed if averaging(spec) else spec.seeds[trial.number % spec.repeats])
+    set_attr(SEED_ATTR, spec.seed if averaging(spec) else spec.seeds[trial.number % spec.max_repeats])
     earlier = [t for t in work.trials() if t.number < trial.number]
     if budget_used(earlier) >= spec.search.trials:
         _skip(work, trial, f"{SKIPPED} the search's budget of {spec.search.trials} trials was reached by other workers")

@@ -34,10 +34,10 @@ def budget(spec: StudySpec) -> Budget:
         return Budget(trials=spec.planned_trials, epochs=0)
     members = spec.ensemble.members if spec.model.family == "ensemble" else 1
     if spec.design == "search":
-        seeds = spec.repeats if spec.search.seeds == "average" else 1
+        seeds = spec.max_repeats if spec.search.seeds == "average" else 1
         epochs = max_epochs(spec) * seeds * members * spec.search.trials
     else:
-        epochs = sum(spec.run_config(cell, seed=spec.seed).train.epochs for cell in spec.cells()) * spec.repeats * members
+        epochs = sum(spec.run_config(cell, seed=spec.seed).train.epochs for cell in spec.cells()) * spec.max_repeats * members
     return Budget(trials=spec.planned_trials, epochs=epochs)
 
 

@@ -40,9 +40,16 @@ def shorten(text: str, limit: int = MAX_ECHO) -> str:
     return text if len(text) <= limit else f"{text[: limit - 30]}... ({len(text):,} characters in all)"
 
 
+# The tags of a discriminated union (`repeats`: a number of seeds, or rounds): pydantic puts the
+# chosen branch in the error's path, which is no key of the study file.
+UNION_TAGS = {("repeats", "seeds"), ("repeats", "rounds")}
+
+
 def _format_loc(loc: tuple[Any, ...]) -> str:
     text = ""
-    for part in loc:
+    for index, part in enumerate(loc):
+        if index and (loc[index - 1], part) in UNION_TAGS:
+            continue
         if isinstance(part, int):
             text += f"[{part}]"
         else:

@@ -225,8 +225,8 @@ def flatten_profile(changes: dict[str, Any]) -> dict[str, Any]:
     for key, value in changes.items():
         if key == "factors" and isinstance(value, dict):
             flat.update({f"factors.{name}": levels for name, levels in value.items()})
-        elif key.startswith("factors.") or key in ("baseline", "objective"):
-            flat[key] = value  # a factor's mapping (type, low, high, ...) replaces the factor whole
+        elif key.startswith("factors.") or key in ("baseline", "objective", "repeats"):
+            flat[key] = value  # a factor's mapping (type, low, high, ...), or repeats' rounds, replaces it whole
         elif isinstance(value, dict) and key not in ("profiles",):
             flat.update(flatten(value, f"{key}."))
         else:

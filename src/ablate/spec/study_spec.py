@@ -10,9 +10,9 @@ frozen `RunConfig`.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from ablate.spec.dotted import set_dotted
 from ablate.spec.ensemble_rules import check_ensemble_spec
@@ -237,6 +237,28 @@ class ConfirmSpec(Frozen):
     seeds: int = Field(5, ge=2, le=100, description="fresh seeds for the winner and the baseline each")
 
 
+SEQUENTIAL_MAX_SEEDS = 50  # the largest `repeats.max` (ablate.analysis.sequential simulates its boundary up to it)
+
+
+class SequentialRepeats(Frozen):
+    """`repeats: {min: 3, max: 12, until: decided}`: seeds added in rounds until each comparison is decided.
+
+    Every cell runs `min` seeds; after each round, every cell that a still undecided comparison
+    needs gets one more seed, until each comparison's repeated interval excludes zero, lies inside
+    `analysis.equivalence_margin`, or `max` seeds ran (`ablate.analysis.sequential`).
+    """
+
+    min: int = Field(3, ge=2, le=SEQUENTIAL_MAX_SEEDS, description="seeds every cell runs before the first look")
+    max: int = Field(12, ge=2, le=SEQUENTIAL_MAX_SEEDS, description="the most seeds any cell runs")
+    until: Literal["decided"] = Field("decided", description="stop adding seeds to a comparison once it is decided")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SequentialRepeats:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is more than max ({self.max})")
+        return self
+
+
 class StudySpec(Frozen):
     """One study file, validated."""
 
@@ -255,7 +277,12 @@ class StudySpec(Frozen):
     )
     search: SearchSpec = SearchSpec()
     engine: Literal["optuna", "keras-tuner"] = "optuna"
-    repeats: int = Field(3, ge=1, le=1000, description="seeds per cell")
+    repeats: Annotated[
+        Annotated[Annotated[int, Field(ge=1, le=1000)], Tag("seeds")] | Annotated[SequentialRepeats, Tag("rounds")],
+        Discriminator(lambda v: "rounds" if isinstance(v, (dict, SequentialRepeats)) else "seeds"),  # one error, not two
+    ] = Field(
+        3, description="seeds per cell, or {min, max, until: decided} to add seeds until each comparison is decided"
+    )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="first seed; a cell runs seeds seed .. seed+repeats-1")
     objective: tuple[ObjectiveSpec, ...] = (ObjectiveSpec(),)
     tracking: TrackingSpec = TrackingSpec()
@@ -367,6 +394,7 @@ class StudySpec(Frozen):
         elif self.baseline:
             raise ValueError("baseline applies only to design: one-at-a-time")
         self._levels_valid()
+        self._sequential_fits()
         if family == "ensemble":
             check_ensemble_spec(self)  # what a weight study may search; see ablate.families.ensemble_weights
         self._backend_fits()
@@ -405,14 +433,37 @@ class StudySpec(Frozen):
         splits = ("train", "val", "test") if self.data.test_size else ("train", "val")
         return (*(f"{split}_{name}" for split in splits for name in ("loss", *run.metrics)), "parameters")
 
+    def _sequential_fits(self) -> None:
+        if self.sequential is None:
+            return
+        if self.design == "search" or self.engine != "optuna":
+            raise ValueError(
+                "repeats: {until: decided} adds seeds to the comparisons of a grid or one-at-a-time design (engine "
+                "optuna); a search has no planned comparisons: use repeats: N, and confirm: {seeds: N} to check its winner"
+            )
+        if self.model.family == "ensemble" and self.ensemble.source == "study":
+            raise ValueError("repeats: {until: decided} trains seeds; a weight study trains nothing (use repeats: N)")
+        if not any(len(levels) > 1 for levels in self.levels.values()):
+            raise ValueError("repeats: {until: decided} needs a comparison: give a factor at least two levels")
+
+    @property
+    def sequential(self) -> SequentialRepeats | None:
+        """The sequential plan (`repeats: {min, max, until: decided}`), or None for a fixed number of seeds."""
+        return self.repeats if isinstance(self.repeats, SequentialRepeats) else None
+
+    @property
+    def max_repeats(self) -> int:
+        """The most seeds a cell runs: `repeats`, or a sequential study's `repeats.max`."""
+        return self.repeats.max if isinstance(self.repeats, SequentialRepeats) else self.repeats
+
     def _seeds_fit(self) -> None:
         """Every seed a trial is given (or derives: ensemble members, a search's trial count) is a valid seed."""
-        span = self.repeats
+        span = self.max_repeats
         if self.design == "search":
             # A search seeds its sampler with seed + trials so far (confirmation trials among them).
             span = max(span, self.search.trials + self.confirmation_trials + 1)
         if self.confirm is not None:
-            span = max(span, self.repeats + self.confirm.seeds)  # confirmation seeds: seed + repeats onward
+            span = max(span, self.max_repeats + self.confirm.seeds)  # confirmation seeds: seed + repeats onward
         if self.model.family == "ensemble":
             span += self.ensemble.members  # member k of a trial trains with seed + k
         if self.seed + span - 1 > MAX_SEED:
@@ -474,7 +525,7 @@ class StudySpec(Frozen):
     @property
     def confirmation_seeds(self) -> list[int]:
         """The fresh seeds a search's winner and baseline are confirmed on (none without `confirm`)."""
-        start = self.seed + self.repeats
+        start = self.seed + self.max_repeats
         return list(range(start, start + self.confirm.seeds)) if self.confirm is not None else []
 
     @property
@@ -482,7 +533,7 @@ class StudySpec(Frozen):
         """Trials `confirm` adds: the winner and the baseline on each fresh seed, the baseline on the winner's seeds."""
         if self.confirm is None:
             return 0
-        return 2 * self.confirm.seeds + (self.repeats if self.search.seeds == "average" else 1)
+        return 2 * self.confirm.seeds + (self.max_repeats if self.search.seeds == "average" else 1)
 
     def _levels_valid(self) -> None:
         """Each level alone (a range: its bounds) must make a valid trial configuration."""
@@ -573,9 +624,9 @@ class StudySpec(Frozen):
             raise ValueError("Optuna's pruners work on one objective; use search.pruner: none with several")
         if search.pruner == "wilcoxon" and search.seeds != "average":
             raise ValueError("search.pruner wilcoxon compares a trial's seeds, so it needs search.seeds: average")
-        if search.pruner == "wilcoxon" and self.repeats < 5:
+        if search.pruner == "wilcoxon" and self.max_repeats < 5:
             raise ValueError(
-                f"search.pruner wilcoxon cannot stop a trial with repeats={self.repeats}: a signed-rank test over n "
+                f"search.pruner wilcoxon cannot stop a trial with repeats={self.max_repeats}: a signed-rank test over n "
                 "seeds reaches p < 0.1 only from the 4th seed, and a seed must remain to be saved; use repeats >= 5"
             )
         if search.pruner not in ("none", "wilcoxon") and search.seeds == "average":
@@ -591,8 +642,8 @@ class StudySpec(Frozen):
 
     @property
     def seeds(self) -> list[int]:
-        """The seeds every cell runs with."""
-        return list(range(self.seed, self.seed + self.repeats))
+        """The seeds every cell runs with (a sequential study: those it may run, in the order rounds add them)."""
+        return list(range(self.seed, self.seed + self.max_repeats))
 
     @property
     def primary(self) -> ObjectiveSpec:
@@ -604,12 +655,17 @@ class StudySpec(Frozen):
         """How many trials the study runs: cells x seeds, or the search's trial budget and its confirmation trials."""
         if self.design == "search":
             return self.search.trials + self.confirmation_trials
-        return len(self.cells()) * self.repeats
+        return len(self.cells()) * self.max_repeats
 
     @property
     def levels(self) -> dict[str, list[Level]]:
         """Each factor's enumerated levels (grid and one-at-a-time designs), in file order."""
         return {name: factor.grid_levels(name) for name, factor in self.factors.items()}
+
+    @property
+    def comparison_baselines(self) -> dict[str, Level]:
+        """Each factor's reference level in the report's comparisons: `baseline`'s (one-at-a-time), else its first."""
+        return {name: self.baseline.get(name, levels[0]) for name, levels in self.levels.items() if levels}
 
     @property
     def reference(self) -> dict[str, Level]:

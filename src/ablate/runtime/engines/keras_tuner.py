@@ -297,7 +297,7 @@ class TrialRunner:
             if earlier and earlier[0].user_attrs.get(SEED_ATTR) is not None:
                 return int(earlier[0].user_attrs[SEED_ATTR])
         index = int(kt_id) if kt_id.isdigit() else len(self.work.trials())
-        return spec.seeds[index % spec.repeats]
+        return spec.seeds[index % spec.max_repeats]
 
     def _end_dead(self, trial: FrozenTrial) -> FrozenTrial:
         """An earlier attempt still RUNNING belongs to a run that died (we hold the study): fail it."""
