@@ -9,6 +9,7 @@ import json
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 from rich.console import Console
 
@@ -52,6 +53,10 @@ def refused(raw: dict) -> str:
          "confirm: the baseline's model.skip = concat is outside the levels"),
         (search(seed=MAX_SEED - 8), "past 4,294,967,295"),
         (search(confirm={"seeds": 1}), "confirm.seeds"),
+        (search(confirm={"seeds": 2, "baseline": {"model.depth": 3}}), "confirm.baseline.model.depth: not a factor"),
+        (search(confirm={"seeds": 2, "baseline": {"model.filters": 12}}),
+         "confirm.baseline.model.filters = 12 is outside the searched range (int 2 .. 6"),
+        (search(confirm={"seeds": 2, "baseline": {"model.skip": "add"}}), "confirm.baseline.model.skip = add is outside the levels"),
     ],
 )
 def test_confirm_is_refused_where_it_cannot_work(raw: dict, expected: str) -> None:
@@ -68,6 +73,28 @@ def test_confirmation_seeds_are_fresh_and_counted_as_planned_but_not_fingerprint
     assert averaged.planned_trials == 4 + 2 * 2 + 3  # average: the baseline at each of the winner's seeds
     plain = spec_from_dict({k: v for k, v in search(seed=10, repeats=3).items() if k != "confirm"}).spec
     assert plain.fingerprint() == spec.fingerprint()  # a finished search can be confirmed later
+
+
+def test_a_chosen_baseline_has_its_own_cell_and_run_baseline_maps_to_the_design() -> None:
+    from ablate.cli.commands import baseline_overrides
+
+    spec = spec_from_dict(search(confirm={"seeds": 2, "baseline": {"model.filters": 6}})).spec
+    assert spec.confirmation_baseline() == {"model.skip": "concat", "model.filters": 6}
+    assert spec.confirmation_cell("baseline") == "confirm-baseline model.filters=6,model.skip=concat"
+    assert spec_from_dict(search()).spec.confirmation_cell("baseline") == "confirm-baseline"  # the fixed settings
+    assert baseline_overrides(spec, ["model.filters=2"]) == ["confirm.baseline.model.filters=2"]
+    chosen = spec_from_dict(search(), overrides=baseline_overrides(spec, ["model.filters=2", "model.skip=none"])).spec
+    assert chosen.confirmation_baseline() == {"model.skip": "none", "model.filters": 2}
+    leave_one_out = spec_from_dict(tiny_study(design="one-at-a-time")).spec
+    assert baseline_overrides(leave_one_out, ["model.skip=concat"]) == ["baseline.model.skip=concat"]
+    assert spec_from_dict(tiny_study(design="one-at-a-time"), overrides=["baseline.model.skip=concat"]).spec.reference == {
+        "model.skip": "concat"}
+    for raw, said in ((tiny_study(), "a grid runs every level"), ({k: v for k, v in search().items() if k != "confirm"},
+                                                                  "a search without confirm")):
+        with pytest.raises(SpecError, match=said):
+            baseline_overrides(spec_from_dict(raw).spec, ["model.skip=none"])
+    with pytest.raises(SpecError, match="expected FACTOR=LEVEL"):
+        baseline_overrides(spec, ["model.filters"])
 
 
 def test_the_winners_curse_sentence_says_how_much_the_advantage_shrank() -> None:
@@ -133,3 +160,14 @@ def test_a_confirmed_search_reruns_its_winner_and_baseline_on_fresh_seeds(projec
     html = (page.folder / "index.html").read_text()
     assert "confirmatory (fresh seeds)" in html and "Winner&#39;s curse" not in html and "Winner's curse: " in html
     print(markdown.split("## Effects")[1].split("## ")[0])  # shown with -s: the two intervals side by side
+
+    # Another baseline (`ablate run --baseline`): its own trials, never mixed with the first one's.
+    path = project.home / "confirmed.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert cli_main(["run", str(path), "--home", str(project.home), "--baseline", "model.filters=6"]) == 0
+    again = [t for t in optuna.load_study(study_name="confirmed", storage=project.storage).get_trials()
+             if is_confirmation(t) and t.params.get("model.filters") == 6 and t.params.get("model.skip") == "concat"]
+    assert sorted(t.user_attrs[SEED_ATTR] for t in again) == sorted({2, 3, best.user_attrs[SEED_ATTR]})
+    (chosen,) = make_report("confirmed", project, form="json", bootstrap=0).answer["effects"]  # the stored spec: the run's
+    assert chosen["confirmation"]["baseline"] == {"model.skip": "concat", "model.filters": 6}
+    assert chosen["seeds"] == [2, 3] and chosen["confirmation"]["exploratory"]["seeds"] == [own]

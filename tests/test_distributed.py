@@ -380,6 +380,26 @@ def test_a_second_trial_of_the_same_pair_is_skipped_not_run() -> None:
 
 
 @pytest.mark.slow
+def test_two_workers_add_seeds_in_rounds_each_round_once(workers: Workers) -> None:
+    # Seeds until decided on the shared service: whichever worker ends a round enqueues the next,
+    # under the study's advisory lock; the other waits for it and works on it too.
+    raw = tiny_study(name="rounds", factors={"model.filters": [16, 2]}, repeats={"min": 3, "max": 5, "until": "decided"},
+                     train={"epochs": 2, "batch_size": 64}, tracking={"image_every": 0, "images": 4})
+    workers.submit(raw)
+    for _ in range(2):
+        workers.start("--study", "rounds")
+    assert workers.wait() == [0, 0], workers.logs()
+    trials = load(workers.storage, "rounds").trials
+    assert not [t.number for t in trials if str(t.user_attrs.get("ablate.error", "")).startswith("skipped")]  # once each
+    assert len(pairs(trials)) == len(set(pairs(trials))) and all(t.state == TrialState.COMPLETE for t in trials)
+    seeds = {seed for _, seed in pairs(trials)}
+    assert seeds == set(range(len(seeds))) and 3 <= len(seeds) <= 5 and len(trials) == 2 * len(seeds)
+    assert "comparison(s) decided" in workers.logs()
+    status = json.loads(workers.ablate("status", "--json").stdout)
+    [study] = status["studies"]
+    assert (study["complete"], study["total"], study["waiting"], study["running"]) == (len(trials), len(trials), 0, 0)
+
+
 def test_three_workers_run_an_8_trial_grid_exactly_once(workers: Workers, mlflow_server: MlflowServer) -> None:
     raw = tiny_study(
         name="grid8", factors={"model.skip": ["none", "concat"], "model.filters": [4, 8]}, train={"epochs": 2, "batch_size": 64}

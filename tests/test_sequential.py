@@ -221,9 +221,9 @@ def test_a_large_effect_stops_before_max_and_the_report_says_so(write_study: Any
     raw = tiny_study("big", factors={"model.filters": [16, 2]}, repeats={"min": 3, "max": 6, "until": "decided"},
                      train={"epochs": 2, "batch_size": 64}, tracking={"image_every": 0, "images": 4})
     path = write_study(raw)
-    assert main(["run", str(path), "--home", str(project.home)]) == 0
+    assert main(["run", str(path), "--home", str(project.home), "--workers", "2"]) == 0  # local worker processes
     printed = capsys.readouterr()
-    assert "round 3 of at most 6" in printed.err + printed.out
+    assert "seeds per cell, at most 6): 1 of 1 comparison(s) decided" in printed.err and "no more trials: every comparison is decided" in printed.err
     study = optuna.load_study(study_name="big", storage=project.storage)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert 6 <= len(complete) < 12  # stopped before the fixed design's 12 trials
@@ -240,7 +240,7 @@ def test_a_large_effect_stops_before_max_and_the_report_says_so(write_study: Any
     assert len(optuna.load_study(study_name="big", storage=project.storage).trials) == len(study.trials)
 
 
-def test_a_factor_without_effect_ends_removable(write_study: Any, project: Any) -> None:
+def test_a_factor_without_effect_ends_removable(write_study: Any, project: Any, capsys: Any) -> None:
     # A time budget far above what a trial takes changes nothing: the two variants train alike.
     raw = tiny_study("same", factors={"train.max_seconds": [None, 3600]},
                      repeats={"min": 3, "max": 5, "until": "decided"}, analysis={"equivalence_margin": 0.01},
@@ -249,6 +249,8 @@ def test_a_factor_without_effect_ends_removable(write_study: Any, project: Any) 
                                                                       "val_size": 64, "test_size": 0})
     path = write_study(raw)
     assert main(["run", str(path), "--home", str(project.home)]) == 0
+    printed = capsys.readouterr().err
+    assert "after round 3 (3 seeds per cell, at most 5): 1 of 1 comparison(s) decided" in printed and "inside margin after 3 seeds" in printed
     out = project.home / "report"
     assert main(["report", "same", "--home", str(project.home), "--out", str(out), "--bootstrap", "0"]) == 0
     answer = json.loads((out / "report.json").read_text())

@@ -33,7 +33,11 @@ def run_command(args: argparse.Namespace, console: Any) -> int:
     from ablate.spec.budget import check_budget
     from ablate.spec.loading import load_spec
 
-    loaded = resolved(load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides)))
+    loaded = load_spec(args.study_file, profile=args.profile, overrides=tuple(args.overrides))
+    if args.baselines:
+        overrides = (*args.overrides, *baseline_overrides(loaded.spec, args.baselines))
+        loaded = load_spec(args.study_file, profile=args.profile, overrides=overrides)
+    loaded = resolved(loaded)
     check_budget(loaded.spec, allow_large=args.allow_large)
     check_model_removals(loaded.spec)  # a removal that breaks the graph: refused before any study exists
     check_custom_models(loaded.spec)  # a builder, loss or objective that cannot work: refused likewise
@@ -45,6 +49,24 @@ def run_command(args: argparse.Namespace, console: Any) -> int:
         )
     _print_outcome(console, outcome)
     return 0 if outcome.failed == 0 else 1
+
+
+def baseline_overrides(spec: Any, items: list[str]) -> list[str]:
+    """`ablate run --baseline FACTOR=LEVEL` as `--set` overrides: `confirm.baseline.` (a search) or `baseline.` (one-at-a-time)."""
+    from ablate.spec.errors import SpecError
+
+    if spec.design == "search" and spec.confirm is not None:
+        prefix = "confirm.baseline"
+    elif spec.design == "one-at-a-time":
+        prefix = "baseline"
+    else:
+        what = ("a search without confirm: has no baseline to run (add confirm: {seeds: N})" if spec.design == "search"
+                else "a grid runs every level of every factor; choose the report's baseline with `ablate report NAME --baseline`")
+        raise SpecError(f"--baseline: {what}")
+    for item in items:
+        if "=" not in item:
+            raise SpecError(f"--baseline {item!r}: expected FACTOR=LEVEL, e.g. --baseline model.filters=32")
+    return [f"{prefix}.{item.strip()}" for item in items]
 
 
 def _print_outcome(console: Any, outcome: StudyOutcome) -> None:

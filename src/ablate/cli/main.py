@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("study_file", type=Path, help="a study file, e.g. studies/skip_vs_noskip.yaml")
     run.add_argument("--workers", type=worker_count, metavar="N", help="run N local `ablate worker` processes (default 1, or one per --gpus)")
     run.add_argument("--gpus", type=gpu_list, default=(), metavar="LIST", help="GPU indices for the workers, e.g. 0,1 (worker i uses GPU i mod count)")
+    run.add_argument(
+        "--baseline", dest="baselines", action="append", default=[], metavar="FACTOR=LEVEL",
+        help="the baseline level of a factor: a search's confirmation baseline (confirm.baseline; default: the fixed "
+        "setting) or a one-at-a-time design's reference (baseline); repeatable, e.g. --baseline model.filters=32",
+    )
     add_recycle_option(run, what="run every trial in this process")
     add_allow_large_option(run)
     add_backend_option(run)

@@ -41,7 +41,7 @@ from ablate.analysis.sequential import METHOD as SEQUENTIAL_METHOD
 from ablate.redaction import strip_credentials
 from ablate.report.collect import ReportInputError, StudyData, weight_study
 from ablate.runtime.rounds import judge
-from ablate.spec.attributes import CONFIRM_CELLS, CONFIRMS_ATTR, NOISE_FLOOR_ATTR, WEIGHTS_ATTR
+from ablate.spec.attributes import CONFIRM_PREFIX, CONFIRMS_ATTR, NOISE_FLOOR_ATTR, WEIGHTS_ATTR
 from ablate.spec.dotted import flatten, set_dotted
 from ablate.spec.errors import SpecError
 from ablate.spec.levels import Level, cell_key, format_level
@@ -281,7 +281,7 @@ def best_trial(spec: StudySpec, data: StudyData) -> dict[str, Any] | None:
         return None
     sign = 1 if spec.primary.direction == "minimize" else -1
     done = [(row.record, row.record.value) for row in data.trials
-            if row.record.state == "COMPLETE" and _finite(row.record.value) and row.record.cell not in CONFIRMATION_CELLS]
+            if row.record.state == "COMPLETE" and _finite(row.record.value) and not row.record.cell.startswith(CONFIRM_PREFIX)]
     if not done:
         return None
     done.sort(key=lambda item: (sign * item[1], item[0].number))
@@ -325,9 +325,6 @@ def best_trial(spec: StudySpec, data: StudyData) -> dict[str, Any] | None:
     return found
 
 
-CONFIRMATION_CELLS = frozenset(CONFIRM_CELLS.values())
-
-
 def confirmation(spec: StudySpec, data: StudyData) -> Effect | None:
     """A search's winner against its baseline (`confirm:`), as an `Effect`; None when no confirmation trial ran.
 
@@ -336,7 +333,8 @@ def confirmation(spec: StudySpec, data: StudyData) -> Effect | None:
     come from its confirmation trials at those seeds. The confirmatory ones are both
     configurations' confirmation trials on the fresh seeds.
     """
-    rows = [row.record for row in sorted(data.trials, key=lambda r: r.record.number) if row.record.cell in CONFIRMATION_CELLS]
+    cells = {spec.confirmation_cell("best"), spec.confirmation_cell("baseline")}  # the baseline asked for now
+    rows = [row.record for row in sorted(data.trials, key=lambda r: r.record.number) if row.record.cell in cells]
     if not rows:
         return None
     frozen = {t.number: t for t in data.study.get_trials(deepcopy=False)} if data.study is not None else {}
@@ -348,7 +346,7 @@ def confirmation(spec: StudySpec, data: StudyData) -> Effect | None:
     values: dict[str, dict[int, float]] = {"best": {}, "baseline": {}}
     params: dict[str, dict[str, Level]] = {}
     for r in rows:  # a (cell, seed) run twice (a retry) keeps its latest complete value
-        role = "best" if r.cell == CONFIRM_CELLS["best"] else "baseline"
+        role = "best" if r.cell == spec.confirmation_cell("best") else "baseline"
         params.setdefault(role, dict(r.params))
         if r.state == "COMPLETE" and r.seed is not None and _finite(r.value):
             values[role][int(r.seed)] = r.value
@@ -430,7 +428,7 @@ def _latest_complete(data: StudyData) -> list[Any]:
     for row in sorted(data.trials, key=lambda r: r.record.number):
         r = row.record
         if (r.state == "COMPLETE" and r.seed in data.spec.seeds and r.value is not None and math.isfinite(r.value)
-                and r.cell not in CONFIRMATION_CELLS):  # a search's cells are its own trials
+                and not r.cell.startswith(CONFIRM_PREFIX)):  # a search's cells are its own trials
             latest[(r.cell, r.seed)] = row
     return list(latest.values())
 

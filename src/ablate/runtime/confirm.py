@@ -28,7 +28,7 @@ from ablate.runtime.optuna_internals import round_lock
 from ablate.runtime.storage import retry
 from ablate.runtime.studies import DONE_STATES, LIVE_STATES
 from ablate.runtime.work import StudyWork
-from ablate.spec.attributes import CELL_ATTR, CONFIRM_ATTR, CONFIRM_CELLS, CONFIRMS_ATTR, ERROR_ATTR, SEED_ATTR, SKIPPED
+from ablate.spec.attributes import CELL_ATTR, CONFIRM_ATTR, CONFIRMS_ATTR, ERROR_ATTR, SEED_ATTR, SKIPPED
 from ablate.spec.levels import Level
 from ablate.spec.study_spec import StudySpec
 
@@ -96,7 +96,7 @@ def _enqueue_confirmation(work: StudyWork) -> int:
     }
     added = 0
     for role, seed, params in confirmation_plan(spec, best):
-        cell = CONFIRM_CELLS[role]
+        cell = spec.confirmation_cell(role)
         if (cell, seed) in present:
             continue
         attrs = {CELL_ATTR: cell, SEED_ATTR: seed, CONFIRM_ATTR: role, CONFIRMS_ATTR: best.number}

@@ -165,10 +165,13 @@ def describe(now: RoundPlan, spec: StudySpec, *, added: int) -> list[str]:
         interval = f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "no interval"
         lines.append(f"  {what}: {info.get('reason', '?')} after {effect.difference.n} seeds, interval {interval}"
                      + (f" -> {effect.verdict}" if info.get("decided") else ""))
-    head = (f"round {now.round} of at most {rounds.max}: {len(now.effects) - len(now.undecided)} of {len(now.effects)} "
-            f"comparison(s) decided")
-    tail = (f"  {added} more trial(s) planned (round {now.round})" if added else
-            "  no more trials: every comparison is decided" if not now.undecided else "")
+    looked = now.round - 1 if added else now.round  # the round just judged (a new one was begun after it)
+    head = (f"after round {looked} ({looked} seeds per cell, at most {rounds.max}): "
+            f"{len(now.effects) - len(now.undecided)} of {len(now.effects)} comparison(s) decided")
+    tail = (f"  {added} more trial(s) planned: round {now.round} adds seed {spec.seeds[now.round - 1]} to the cells "
+            "of the undecided comparison(s)" if added else
+            "  no more trials: every comparison is decided" if not now.undecided else
+            f"  no more trials: {rounds.max} seeds ran, the most the study allows" if now.settled else "")
     return [head, *lines, *([tail] if tail else [])]
 
 

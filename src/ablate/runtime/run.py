@@ -81,9 +81,13 @@ def run_study(
     for cell in spec.cells():
         load_arrays(spec.run_config(cell, seed=spec.seed).data)  # fail before creating anything
     reach_tracking(project.tracking_uri)  # seconds, not MLflow's minutes of retries; before the folder or the lock
+    # A storage elsewhere (PostgreSQL) is reached before the project folder is made, so a run that
+    # cannot reach it leaves nothing behind; a local SQLite file lives in that folder.
+    storage = None if is_local(project) else open_worker_storage(project.storage, lambda: tracker)
     project.ensure()
     with study_lock(project, spec.name):
-        storage = open_worker_storage(project.storage, lambda: tracker)  # first: an unreachable one touches no MLflow store
+        if storage is None:  # first: an unreachable one touches no MLflow store
+            storage = open_worker_storage(project.storage, lambda: tracker)
         tracker = Tracker(project.tracking_uri, artifact_root=project.artifact_root)
         study, experiment_id, parent_run_id = prepare_study(loaded, project, storage, tracker)
         if is_local(project):

@@ -72,6 +72,12 @@ class StorageUnavailableError(AblateError):
     """The storage stayed unreachable for longer than the reconnect timeout."""
 
 
+class StorageRefusedError(StorageUnavailableError):
+    """The storage's URL cannot work: a missing database or driver, refused credentials (bad input: exit 2)."""
+
+    exit_status = 2
+
+
 def open_storage(
     url: str,
     *,
@@ -125,7 +131,7 @@ def open_storage(
             f"Check that its server runs and the URL (--storage or ${STORAGE_URL_ENV}); ${CONNECT_ENV} waits longer."
         ) from None
     except Exception as error:  # noqa: BLE001 - a bad URL, a missing driver, refused credentials: one line, not a traceback
-        raise StorageUnavailableError(
+        raise StorageRefusedError(
             f"cannot open the Optuna storage {redact(url)}: {scrub(_first_line(error))}. "
             f"Check the URL (--storage or ${STORAGE_URL_ENV}) and that its database driver is installed."
         ) from None
@@ -172,6 +178,19 @@ def _serialize_sqlite(storage: RDBStorage) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# What a database server says when waiting will not help: the database or the user does not exist,
+# the password or the host is refused (PostgreSQL's and MySQL's wording).
+REFUSED_FOR_GOOD = (
+    "does not exist", "password authentication failed", "no pg_hba.conf entry", "Unknown database", "Access denied",
+)
+
+
+def refused_for_good(error: BaseException) -> bool:
+    """Whether a connection error is one that no retry mends (a missing database, refused credentials)."""
+    text = str(error)
+    return any(marker in text for marker in REFUSED_FOR_GOOD)
+
+
 def is_transient(error: BaseException) -> bool:
     """Whether an error is the database being unreachable or busy, so the call may be repeated.
 
@@ -182,6 +201,8 @@ def is_transient(error: BaseException) -> bool:
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if isinstance(current, sa.OperationalError) and refused_for_good(current):
+            return False
         if isinstance(current, (sa.OperationalError, sa.InterfaceError, sa.DisconnectionError)):
             return True
         if isinstance(current, sa.DBAPIError) and current.connection_invalidated:

@@ -32,6 +32,7 @@ from ablate.spec.attributes import (
     BACKEND_FACTOR,
     CELL_ATTR,
     CONFIRM_ATTR,
+    CONFIRM_PREFIX,
     ERROR_ATTR,
     EXPERIMENT_ATTR,
     FINGERPRINT_ATTR,
@@ -268,7 +269,10 @@ class Tally:
 def tally(spec: StudySpec, trials: list[FrozenTrial]) -> Tally:
     """Count (cell, seed) pairs by state; for a search, its trials (each is its own cell)."""
     if spec.design == "search":
-        counted = [t for t in trials if not str(t.user_attrs.get(ERROR_ATTR, "")).startswith(SKIPPED)]
+        current = {spec.confirmation_cell("best"), spec.confirmation_cell("baseline")}  # not an earlier --baseline's
+        counted = [t for t in trials if not str(t.user_attrs.get(ERROR_ATTR, "")).startswith(SKIPPED)
+                   and (not str(t.user_attrs.get(CELL_ATTR, "")).startswith(CONFIRM_PREFIX)
+                        or t.user_attrs.get(CELL_ATTR) in current)]
         wanted = {(t.user_attrs.get(CELL_ATTR), t.user_attrs.get(SEED_ATTR)) for t in counted}
         total = spec.planned_trials  # the search's budget and its confirmation trials
     elif spec.sequential is not None:  # the rounds so far: the total grows while comparisons stay undecided

@@ -35,3 +35,5 @@ EPOCHS_ATTR = "keras_tuner.epochs"  # Hyperband: the epoch budget of the trial
 CONFIRM_ATTR = "ablate.confirm"  # a search's confirmation trial: "best" or "baseline" (absent on search trials)
 CONFIRMS_ATTR = "ablate.confirms_trial"  # the number of the search trial a confirmation trial confirms
 CONFIRM_CELLS = {"best": "confirm-best", "baseline": "confirm-baseline"}  # CELL_ATTR of confirmation trials
+# (a baseline chosen with confirm.baseline: "confirm-baseline LEVELS"; see StudySpec.confirmation_cell)
+CONFIRM_PREFIX = "confirm-"  # every confirmation trial's cell starts so; a search trial's is trial-N

@@ -19,25 +19,26 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Mappings whose keys are themselves dotted setting names: below them, the rest of a name is one key.
+SETTING_KEYED = (("factors",), ("baseline",), ("confirm", "baseline"))
+
+
 def set_dotted(tree: dict[str, Any], name: str, value: Any) -> None:
     """Set `tree[a][b][c] = value` for `name = "a.b.c"`, creating mappings on the way.
 
-    Keys of `factors` are themselves dotted (`factors.model.skip`): below `factors`, the rest of
-    the name is one key.
+    Keys of `factors`, `baseline` and `confirm.baseline` are themselves dotted
+    (`factors.model.skip`): below those, the rest of the name is one key.
     """
     parts = name.split(".")
     node = tree
     for index, part in enumerate(parts[:-1]):
-        if part == "factors" and index == 0:
-            factors = node.setdefault("factors", {})
-            if not isinstance(factors, dict):
-                raise SpecError(f"cannot set {name}: factors is not a mapping")
-            factors[".".join(parts[1:])] = value
-            return
         child = node.get(part)
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
             raise SpecError(f"cannot set {name}: {'.'.join(parts[: index + 1])} is {child!r}, not a mapping")
         node = child
+        if tuple(parts[: index + 1]) in SETTING_KEYED and index + 1 < len(parts):
+            node[".".join(parts[index + 1:])] = value
+            return
     node[parts[-1]] = value

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
+from ablate.spec.attributes import CONFIRM_CELLS
 from ablate.spec.dotted import set_dotted
 from ablate.spec.ensemble_rules import check_ensemble_spec
 from ablate.spec.errors import _first_message
@@ -235,6 +236,10 @@ class ConfirmSpec(Frozen):
     """
 
     seeds: int = Field(5, ge=2, le=100, description="fresh seeds for the winner and the baseline each")
+    baseline: dict[str, Level] = Field(
+        default_factory=dict,
+        description="factor -> level of the baseline where it is not the fixed setting (`ablate run --baseline`)",
+    )
 
 
 SEQUENTIAL_MAX_SEEDS = 50  # the largest `repeats.max` (ablate.analysis.sequential simulates its boundary up to it)
@@ -493,13 +498,19 @@ class StudySpec(Frozen):
         self.confirmation_baseline()
 
     def confirmation_baseline(self) -> dict[str, Level]:
-        """The configuration a search's winner is confirmed against: each active factor at the file's fixed setting.
+        """The configuration a search's winner is confirmed against: each active factor at `confirm.baseline`'s
+        level, else at the file's fixed setting.
 
         Raises:
-            ValueError: a factor whose fixed setting is not one of its levels or outside its range.
+            ValueError: a `confirm.baseline` name that is no factor, or a level (or fixed setting) that is not
+                one of the factor's levels or is outside its range.
         """
+        chosen = self.confirm.baseline if self.confirm is not None else {}
+        unknown = [name for name in chosen if name not in self.factors]
+        if unknown:
+            raise ValueError(f"confirm.baseline.{unknown[0]}: not a factor of this study; factors: {', '.join(self.factors)}")
         try:
-            fixed = flatten(self.run_config({}, seed=self.seed).model_dump(mode="json"))
+            fixed = {**flatten(self.run_config({}, seed=self.seed).model_dump(mode="json")), **chosen}
         except ValidationError as error:
             raise ValueError(f"confirm: the fixed settings alone (the baseline) are no valid trial: {_first_message(error)}") from None
         cell: dict[str, Level] = {}
@@ -516,11 +527,23 @@ class StudySpec(Frozen):
                 cell[name] = int(value) if factor.type == "int" else float(value)
             else:
                 kind = "levels" if factor.type == "categorical" else "searched range"
+                where = f"confirm.baseline.{name}" if name in chosen else f"confirm: the baseline's {name}"
                 raise ValueError(
-                    f"confirm: the baseline's {name} = {format_level(value)} is outside the {kind} "
-                    f"({factor.describe()}); set it in the file's fixed settings to a value the search could pick"
+                    f"{where} = {format_level(value)} is outside the {kind} ({factor.describe()}); "
+                    + ("give a level the search could pick" if name in chosen else
+                       "set it in the file's fixed settings to a value the search could pick")
                 )
         return cell
+
+    def confirmation_cell(self, role: str) -> str:
+        """The cell attr of a confirmation trial: `confirm-best`, or the baseline's (with its levels when chosen).
+
+        A baseline chosen with `confirm.baseline` (`ablate run --baseline`) gets its own cell, so
+        trials of another baseline, run before the choice changed, never mix into its values.
+        """
+        if role == "best" or self.confirm is None or not self.confirm.baseline:
+            return CONFIRM_CELLS[role]
+        return f"{CONFIRM_CELLS['baseline']} {cell_key(self.confirmation_baseline())}"
 
     @property
     def confirmation_seeds(self) -> list[int]:
