@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from ablate.redaction import redact
 from ablate.runtime.optuna_internals import summary_study_id
 from ablate.runtime.storage import open_storage, retry
-from ablate.runtime.studies import primary_value
+from ablate.runtime.studies import primary_value, tally
 from ablate.spec.attributes import CELL_ATTR, CONFIRM_ATTR, SEED_ATTR, SPEC_ATTR, WORKER_ATTR
 from ablate.spec.study_spec import StudySpec
 
@@ -42,7 +42,7 @@ def status_report(storage_url: str, *, recent: timedelta) -> dict[str, Any]:
         complete, pruned = by_state[TrialState.COMPLETE], by_state[TrialState.PRUNED]
         running, waiting = by_state[TrialState.RUNNING], by_state[TrialState.WAITING]
         failed = by_state[TrialState.FAIL] - complete - pruned - running - waiting
-        total = spec.planned_trials if spec else len(trials)
+        total = tally(spec, trials).total if spec else len(trials)  # a sequential study: its rounds so far
         direction = summary.directions[0]
         finished = [(t, value) for t in trials if (value := primary_value(t)) is not None and CONFIRM_ATTR not in t.user_attrs]
         best: FrozenTrial | None = None
