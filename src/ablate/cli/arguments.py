@@ -52,12 +52,17 @@ def add_backend_option(parser: argparse.ArgumentParser) -> None:
 
 
 def positive(text: str) -> int:
+    return whole_number(text, least=1)
+
+
+def whole_number(text: str, *, least: int, what: str = "a whole number") -> int:
+    """An argparse type's check: `text` is a whole number >= `least` (say `what` it is when it is not)."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, received {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, received {value}")
+        raise argparse.ArgumentTypeError(f"expected {what} >= {least}, received {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"expected {what} >= {least}, received {value}")
     return value
 
 

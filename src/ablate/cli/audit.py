@@ -10,18 +10,13 @@ import argparse
 from typing import Any
 
 from ablate.backends import select_backend
+from ablate.cli.arguments import whole_number
 from ablate.project import resolve_project
 
 
 def trial_number(text: str) -> int:
     """`--trial N`: a trial number, 0 or more (an argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a trial number (0, 1, ...), received {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a trial number (0, 1, ...), received {value}")
-    return value
+    return whole_number(text, least=0, what="a trial number")
 
 
 def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
