@@ -27,8 +27,11 @@ $(VENV)/.backends: $(VENV)/.installed
 quickstart: setup
 	$(BIN)/ablate reproduce skip-vs-noskip --profile quick --json .ablate/skip-vs-noskip-quick.json
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist; 2: this project's machines have 2 cores),
+# each test handed to whichever process is free; TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: setup backends browser lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 # Lint and types first: ruff's rules and mypy's settings are in pyproject.toml.
 lint: setup

@@ -14,6 +14,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parents[1]
 
 
+# The modules with the longest tests (worker processes, servers, other backends), run first: with
+# `pytest -n 2 --dist worksteal` (`make test`) a long test that starts last would run alone at the
+# end while the other process idles. Each module stays in one piece, so its module-scoped
+# fixtures (an MLflow server, a trained study) are set up once.
+HEAVY_FIRST = ("test_distributed", "test_backends", "test_recycle", "test_designs", "test_secrets", "test_service_cli")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the heavy modules first, each module's tests in their file order."""
+    def rank(item: pytest.Item) -> int:
+        module = item.module.__name__ if item.module is not None else ""
+        return HEAVY_FIRST.index(module) if module in HEAVY_FIRST else len(HEAVY_FIRST)
+
+    items.sort(key=rank)  # stable: the order within each module is kept
+
+
 def tiny_study(name: str = "tiny", **changes: Any) -> dict[str, Any]:
     """A 2-variant x 2-seed study small enough to train in seconds on a CPU."""
     raw: dict[str, Any] = {

@@ -243,9 +243,12 @@ def test_a_trial_process_killed_mid_trial_is_retried_by_the_same_run(write_study
     path = write_study(raw)
     name = raw["name"]
     flags = ["--recycle-after", "5"] if victim == "fork" else ["--workers", "2"]
+    # A short heartbeat and grace: the other worker judges the lost trial stale in seconds, not the
+    # default minute (either way the run retries it; the test accepts both paths).
     parent = subprocess.Popen(
         [ABLATE, "run", str(path), "--home", str(project.home), *flags],
-        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**ENV, "ABLATE_HEARTBEAT": "2", "ABLATE_GRACE": "10"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         running = wait_for(lambda: running_trial(project, name, parent), "a trial past its first epoch")

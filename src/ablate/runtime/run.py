@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ablate.backends import require_installed
-from ablate.project import Project
+from ablate.project import Project, sqlite_path
 from ablate.runtime.logs import quiet_libraries
 from ablate.runtime.progress import StudyProgress
 from ablate.runtime.retries import open_worker_storage
@@ -81,9 +81,10 @@ def run_study(
     for cell in spec.cells():
         load_arrays(spec.run_config(cell, seed=spec.seed).data)  # fail before creating anything
     reach_tracking(project.tracking_uri)  # seconds, not MLflow's minutes of retries; before the folder or the lock
-    # A storage elsewhere (PostgreSQL) is reached before the project folder is made, so a run that
-    # cannot reach it leaves nothing behind; a local SQLite file lives in that folder.
-    storage = None if is_local(project) else open_worker_storage(project.storage, lambda: tracker)
+    # A storage on a server (PostgreSQL) is reached before the project folder is made, so a run that
+    # cannot reach it leaves nothing behind; a SQLite file's folder is checked (and made) first.
+    served = sqlite_path(project.storage) is None and not project.storage.startswith("sqlite")
+    storage = open_worker_storage(project.storage, lambda: tracker) if served else None
     project.ensure()
     with study_lock(project, spec.name):
         if storage is None:  # first: an unreachable one touches no MLflow store
