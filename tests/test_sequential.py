@@ -221,7 +221,8 @@ def test_a_large_effect_stops_before_max_and_the_report_says_so(write_study: Any
     raw = tiny_study("big", factors={"model.filters": [16, 2]}, repeats={"min": 3, "max": 6, "until": "decided"},
                      train={"epochs": 2, "batch_size": 64}, tracking={"image_every": 0, "images": 4})
     path = write_study(raw)
-    assert main(["run", str(path), "--home", str(project.home), "--workers", "2"]) == 0  # local worker processes
+    # Forks of 3 trials each: round 3 ends with a fork's last trial, which must still enqueue round 4.
+    assert main(["run", str(path), "--home", str(project.home), "--recycle-after", "3"]) == 0
     printed = capsys.readouterr()
     assert "seeds per cell, at most 6): 1 of 1 comparison(s) decided" in printed.err and "no more trials: every comparison is decided" in printed.err
     study = optuna.load_study(study_name="big", storage=project.storage)

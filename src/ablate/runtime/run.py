@@ -19,7 +19,7 @@ from ablate.project import Project, sqlite_path
 from ablate.runtime.logs import quiet_libraries
 from ablate.runtime.progress import StudyProgress
 from ablate.runtime.retries import open_worker_storage
-from ablate.runtime.rounds import enqueue_wanted
+from ablate.runtime.rounds import advance, enqueue_wanted
 from ablate.runtime.storage import reach_tracking
 from ablate.runtime.studies import (
     StudyOutcome,
@@ -144,6 +144,8 @@ def _run_workers_retrying_lost_trials(
             failure = error
         lost = fail_interrupted(study, tracker.end_stale) if is_local(project) else 0
         if failure is None and lost == 0:
+            if spec.sequential is not None and advance(study, spec)[1]:  # a round no worker enqueued: run it too
+                continue
             return
         if lost == 0 or restart == WORKER_RESTARTS:
             counts = tally(spec, study.get_trials(deepcopy=False))

@@ -134,21 +134,26 @@ def drain(
             trial = ask_search(work)
         if trial is None and enqueue_confirmation(work):  # a search's winner on fresh seeds, once it is done
             trial = pop_trial(work)
-        if trial is None and next_round(work, progress, announce_end=ran > 0):  # seeds added until decided
+        if trial is None and next_round(work, progress, announce_end=False):  # seeds added until decided (a resume)
             trial = pop_trial(work)
         if trial is None:
             break
         ran += 1
         with Heartbeat(work.storage, trial_id(trial)):
             run_trial(work, trial, progress=progress, requeue_on_interrupt=on_interrupt_requeue)
+        # What the trial just finished may start: a search's confirmation, a sequential study's next
+        # round. Enqueued here, before this worker may stop (its trial limit, a recycled process), so
+        # a supervisor that looks for waiting trials finds them.
+        enqueue_confirmation(work)
+        next_round(work, progress, announce_end=True)
     return ran
 
 
 def next_round(work: StudyWork, progress: StudyProgress, *, announce_end: bool) -> bool:
     """A sequential study's next round, enqueued once its last trial has finished; whether one was.
 
-    Says what the round decided; `announce_end`: also when nothing more is planned (said by the
-    worker that ran the last trial, not by every idle pass).
+    Says what the round decided; `announce_end`: also when nothing more is planned (after a trial:
+    said by the worker that ran the last one, not by every idle pass).
     """
     if work.spec.sequential is None:
         return False
